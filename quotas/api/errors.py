@@ -1,0 +1,112 @@
+"""Errors shaped like OpenAI's: {"error": {"message", "type", "param", "code"}}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from ..engine import Decision
+from ..headers import rate_limit_headers, retry_after_seconds
+from ..throttling import DECISION_ATTR
+
+RATE_CODES = ("rr", "rt", "cc")
+
+
+def error_body(message: str, type_: str, code: str | None = None, param: str | None = None):
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def error_response(
+    status_code: int,
+    message: str,
+    type_: str,
+    code: str | None = None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    return Response(error_body(message, type_, code, param), status=status_code, headers=headers)
+
+
+def describe_denial(decision: Decision) -> tuple[str, str]:
+    """(code, message) for a denied decision: which limit ran out and when it resets."""
+    name = decision.denied_by or "a limit"
+    state = next((s for s in decision.states if s.name == name), None)
+    wait = retry_after_seconds(decision)
+    is_rate = state is None or state.code in RATE_CODES
+    code = "rate_limit_exceeded" if is_rate else "insufficient_quota"
+    if state is not None and state.code == "cc":
+        message = (
+            f"Too many concurrent requests: your limit {name} is {state.limit}. "
+            f"Retry after {wait} s."
+        )
+    elif is_rate:
+        message = f"Rate limit reached for {name}. Retry after {wait} s."
+    else:
+        limit = state.limit if state else "?"
+        if state is not None and state.code[1] == "s":
+            limit = f"${int(state.limit) / 1_000_000:.2f}"
+        message = f"You exceeded your quota: {name} ({limit}) is used up. It resets in {wait} s."
+    return code, message
+
+
+def denial_response(decision: Decision) -> Response:
+    code, message = describe_denial(decision)
+    return error_response(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        message,
+        "insufficient_quota" if code == "insufficient_quota" else "requests",
+        code,
+        headers=rate_limit_headers(decision),
+    )
+
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    429: "requests",
+    503: "server_error",
+}
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's handler, with OpenAI-shaped bodies."""
+    request = context.get("request")
+    if isinstance(exc, exceptions.Throttled) and request is not None:
+        decision = getattr(getattr(request, "_request", request), DECISION_ATTR, None)
+        if decision is not None and not decision.allowed:
+            return denial_response(decision)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    detail = response.data
+    param = None
+    if isinstance(exc, exceptions.ValidationError) and isinstance(detail, dict):
+        param, messages = next(iter(detail.items()))
+        if isinstance(messages, list):
+            messages = " ".join(str(m) for m in messages)
+        message = f"{param}: {messages}"
+    elif isinstance(detail, dict) and "detail" in detail:
+        message = str(detail["detail"])
+    elif isinstance(detail, list):
+        message = " ".join(str(m) for m in detail)
+    else:
+        message = str(detail)
+    code = getattr(exc, "default_code", None)
+    if isinstance(exc, exceptions.APIException):
+        codes = exc.get_codes()
+        if isinstance(codes, str):
+            code = codes
+    if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+        code = "invalid_api_key"
+    response.data = error_body(
+        message, ERROR_TYPES.get(response.status_code, "invalid_request_error"), code, param
+    )
+    return response

@@ -1,0 +1,119 @@
+"""The caller-facing `/v1/` endpoints."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .. import policy
+from ..authentication import APIKeyAuthentication
+from ..conf import conf
+from ..engine import CountersUnavailable, Decision
+from ..headers import rate_limit_headers
+from ..services import service
+from ..throttling import DECISION_ATTR, TierRateThrottle
+from .errors import error_response
+
+
+class QuotaHeadersMixin:
+    """Puts the rate-limit headers of the request's decision on the answer."""
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        decision = getattr(request._request, DECISION_ATTR, None)
+        if decision is not None:
+            for name, value in rate_limit_headers(decision).items():
+                if name not in response:
+                    response[name] = value
+        return response
+
+
+class CallerAPIView(QuotaHeadersMixin, APIView):
+    authentication_classes = [APIKeyAuthentication, SessionAuthentication]
+    permission_classes = [IsAuthenticated]
+
+
+def _iso(now_us: int, after: float) -> str:
+    moment = datetime.fromtimestamp(now_us / 1_000_000 + after, tz=UTC)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def quota_report(quota: policy.Quota, decision: Decision) -> dict[str, Any]:
+    """The caller's limits, usage, remaining and reset times."""
+    limits: dict[str, Any] = {}
+    for state in decision.states:
+        entry: dict[str, Any] = {
+            "limit": state.limit,
+            "used": state.used,
+            "remaining": state.remaining,
+            "reset_seconds": round(state.reset_after, 3),
+            "resets_at": _iso(decision.now_us, state.reset_after),
+        }
+        if state.code == "rr":
+            entry["per_minute"] = quota.requests_per_minute
+            entry["burst"] = state.limit
+        if state.code[1] == "s":
+            entry.update(
+                limit=str(policy.from_micros(state.limit)),
+                used=str(policy.from_micros(state.used)),
+                remaining=str(policy.from_micros(state.remaining)),
+                currency="USD",
+            )
+        if state.code == "cc":
+            entry.pop("reset_seconds")
+            entry.pop("resets_at")
+        limits[state.name] = entry
+    if quota.max_tokens_per_request is not None:
+        limits["max_tokens_per_request"] = {"limit": quota.max_tokens_per_request}
+
+    def usage(u: Any, window: Any) -> dict[str, Any]:
+        return {
+            "period": window.label if window else None,
+            "requests": u.requests,
+            "tokens": u.tokens,
+            "spend": str(policy.from_micros(u.spend)),
+        }
+
+    return {
+        "object": "quota",
+        "tier": {"slug": quota.tier_slug, "name": quota.tier_name},
+        "blocked": quota.blocked,
+        "time_zone": conf.TIME_ZONE,
+        "limits": limits,
+        "usage": {
+            "today": usage(decision.day_usage, decision.day),
+            "this_month": usage(decision.month_usage, decision.month),
+        },
+        "models": {
+            "allowed": list(quota.allowed_models) or sorted(policy.model_catalogue()),
+            "default": quota.default_model,
+            "fallback": quota.fallback_model,
+            "degrade_at_percent": quota.degrade_at_percent,
+        },
+    }
+
+
+class QuotaView(CallerAPIView):
+    """GET /v1/quota: the caller's effective limits, usage, remaining and reset times."""
+
+    throttle_classes = [TierRateThrottle]
+
+    def get(self, request: Request) -> Response:
+        quota = policy.quota_for_user(request.user)
+        try:
+            decision = service.usage(request.user.pk, quota)
+        except CountersUnavailable:
+            return error_response(
+                503,
+                "Quota counters are unavailable; try again shortly.",
+                "server_error",
+                "quota_unavailable",
+                headers={"Retry-After": "1"},
+            )
+        return Response(quota_report(quota, decision))

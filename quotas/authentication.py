@@ -1,0 +1,48 @@
+"""`Authorization: Bearer <key>` authentication with the users' hashed API keys."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.utils import timezone
+from rest_framework import authentication, exceptions
+from rest_framework_api_key.permissions import KeyParser
+
+from .models import APIKey
+
+LAST_USED_PRECISION = timedelta(seconds=60)
+
+
+class BearerKeyParser(KeyParser):
+    keyword = "Bearer"
+
+
+class APIKeyAuthentication(authentication.BaseAuthentication):
+    """Authenticates the key's owner; a revoked, expired or unknown key is refused."""
+
+    key_parser = BearerKeyParser()
+    model = APIKey
+
+    def authenticate(self, request: Any) -> tuple[Any, APIKey] | None:
+        key = self.key_parser.get(request)
+        if not key:
+            return None
+        if "." not in key:
+            # Not one of ours (a session or another scheme may still apply).
+            raise exceptions.AuthenticationFailed("Incorrect API key provided.")
+        try:
+            api_key = self.model.objects.get_from_key(key.strip())
+        except self.model.DoesNotExist:
+            raise exceptions.AuthenticationFailed("Incorrect API key provided.") from None
+        if api_key.has_expired:
+            raise exceptions.AuthenticationFailed("This API key has expired.")
+        if not api_key.user.is_active:
+            raise exceptions.AuthenticationFailed("This API key's user is inactive.")
+        now = timezone.now()
+        if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_PRECISION:
+            self.model.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        return api_key.user, api_key
+
+    def authenticate_header(self, request: Any) -> str:
+        return 'Bearer realm="api"'

@@ -1,0 +1,78 @@
+"""System checks of the `QUOTAS` setting; ids, messages and hints kept together here."""
+
+from __future__ import annotations
+
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+
+from .conf import DEFAULTS, conf
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    user = getattr(settings, "QUOTAS", {})
+    if not isinstance(user, dict):
+        return [
+            Error(
+                "QUOTAS must be a dict.",
+                hint="Set QUOTAS = {...} with the keys documented in the README.",
+                id="quotas.E001",
+            )
+        ]
+    unknown = sorted(set(user) - set(DEFAULTS))
+    if unknown:
+        errors.append(
+            Error(
+                f"Unknown QUOTAS keys: {', '.join(unknown)}.",
+                hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.",
+                id="quotas.E002",
+            )
+        )
+    url = user.get("REDIS_URL")
+    if url and str(url).split("://", 1)[0] not in (
+        "redis",
+        "rediss",
+        "unix",
+        "redis+cluster",
+        "rediss+cluster",
+    ):
+        errors.append(
+            Error(
+                f"QUOTAS['REDIS_URL'] has an unsupported scheme: {url.split('://', 1)[0]!r}.",
+                hint="Use redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://.",
+                id="quotas.E003",
+            )
+        )
+    try:
+        ZoneInfo(conf.TIME_ZONE)
+    except (ZoneInfoNotFoundError, ValueError):
+        errors.append(
+            Error(
+                f"QUOTAS['TIME_ZONE'] {conf.TIME_ZONE!r} is not a known time zone.",
+                hint="Use an IANA name such as 'UTC' or 'Europe/Paris'.",
+                id="quotas.E004",
+            )
+        )
+    for name in ("NUM_PROXIES", "LEASE_SECONDS", "MAX_REQUEST_BYTES", "DEFAULT_MAX_TOKENS"):
+        value = user.get(name, DEFAULTS[name])
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            errors.append(
+                Error(
+                    f"QUOTAS['{name}'] must be a non-negative number, not {value!r}.",
+                    hint=f"The default is {DEFAULTS[name]!r}.",
+                    id="quotas.E005",
+                )
+            )
+    if not url and not settings.DEBUG:
+        errors.append(
+            Warning(
+                "QUOTAS['REDIS_URL'] is not set: counters live in one process's memory.",
+                hint="Set REDIS_URL so every app server process shares the same counters.",
+                id="quotas.W001",
+            )
+        )
+    return errors

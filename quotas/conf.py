@@ -1,0 +1,110 @@
+"""The `QUOTAS` setting: one dict merged over these defaults, read on every access."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # Redis for the counters: redis://, rediss://, unix:// or redis+cluster://.
+    # None: the embedded in-process store (one process only; development).
+    "REDIS_URL": None,
+    # Prefix of every Redis key.
+    "KEY_PREFIX": "quotas",
+    # Time zone of the day and month windows; None: settings.TIME_ZONE.
+    "TIME_ZONE": None,
+    # Trusted reverse proxies in front of the app; the client IP is read from
+    # X-Forwarded-For that many hops from the right. 0: REMOTE_ADDR only.
+    "NUM_PROXIES": 0,
+    # Slug of the tier for anonymous callers (limited by IP); None: the default tier.
+    "ANONYMOUS_TIER": None,
+    # With Redis unreachable: True lets rate limits pass, False refuses with 503.
+    "FAIL_OPEN": True,
+    # Seconds a reservation holds its concurrency slot if never settled (a crashed worker).
+    "LEASE_SECONDS": 300,
+    # Seconds a process may use a cached policy before checking for changes.
+    "POLICY_CACHE_SECONDS": 1.0,
+    # Organisation-wide spend cap per calendar month, in USD; None: no cap.
+    "ORG_SPEND_PER_MONTH": None,
+    # Seconds a chat request may wait for the provider's own limits to allow it.
+    "UPSTREAM_MAX_WAIT": 5.0,
+    # Largest accepted request body, in bytes.
+    "MAX_REQUEST_BYTES": 1_048_576,
+    # max_tokens assumed when a request gives none (capped by the tier).
+    "DEFAULT_MAX_TOKENS": 1024,
+    # Keep prompts and completions (never by default).
+    "STORE_PROMPTS": False,
+    # Seconds the provider may take before a 504.
+    "UPSTREAM_TIMEOUT": 60.0,
+}
+
+
+class Settings:
+    """Typed access to `settings.QUOTAS`; reads Django settings on every access."""
+
+    def _get(self, name: str) -> Any:
+        user = getattr(settings, "QUOTAS", None) or {}
+        return user.get(name, DEFAULTS[name])
+
+    @property
+    def REDIS_URL(self) -> str | None:
+        return self._get("REDIS_URL") or None
+
+    @property
+    def KEY_PREFIX(self) -> str:
+        return str(self._get("KEY_PREFIX"))
+
+    @property
+    def TIME_ZONE(self) -> str:
+        return str(self._get("TIME_ZONE") or settings.TIME_ZONE or "UTC")
+
+    @property
+    def NUM_PROXIES(self) -> int:
+        return int(self._get("NUM_PROXIES"))
+
+    @property
+    def ANONYMOUS_TIER(self) -> str | None:
+        value = self._get("ANONYMOUS_TIER")
+        return str(value) if value else None
+
+    @property
+    def FAIL_OPEN(self) -> bool:
+        return bool(self._get("FAIL_OPEN"))
+
+    @property
+    def LEASE_SECONDS(self) -> float:
+        return float(self._get("LEASE_SECONDS"))
+
+    @property
+    def POLICY_CACHE_SECONDS(self) -> float:
+        return float(self._get("POLICY_CACHE_SECONDS"))
+
+    @property
+    def ORG_SPEND_PER_MONTH(self) -> Decimal | None:
+        value = self._get("ORG_SPEND_PER_MONTH")
+        return None if value is None else Decimal(str(value))
+
+    @property
+    def UPSTREAM_MAX_WAIT(self) -> float:
+        return float(self._get("UPSTREAM_MAX_WAIT"))
+
+    @property
+    def MAX_REQUEST_BYTES(self) -> int:
+        return int(self._get("MAX_REQUEST_BYTES"))
+
+    @property
+    def DEFAULT_MAX_TOKENS(self) -> int:
+        return int(self._get("DEFAULT_MAX_TOKENS"))
+
+    @property
+    def STORE_PROMPTS(self) -> bool:
+        return bool(self._get("STORE_PROMPTS"))
+
+    @property
+    def UPSTREAM_TIMEOUT(self) -> float:
+        return float(self._get("UPSTREAM_TIMEOUT"))
+
+
+conf = Settings()

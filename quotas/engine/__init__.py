@@ -1,0 +1,25 @@
+"""Quota counters in Redis: plain values in, decisions out. No Django here."""
+
+from __future__ import annotations
+
+from .engine import CountersUnavailable, QuotaEngine, Seeder
+from .limits import Decision, Limit, LimitState, Policy, Reservation, Usage, Window
+from .store import connect, embedded
+from .windows import current_windows, windows_around
+
+__all__ = [
+    "CountersUnavailable",
+    "Decision",
+    "Limit",
+    "LimitState",
+    "Policy",
+    "QuotaEngine",
+    "Reservation",
+    "Seeder",
+    "Usage",
+    "Window",
+    "connect",
+    "current_windows",
+    "embedded",
+    "windows_around",
+]

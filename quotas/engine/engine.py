@@ -1,0 +1,276 @@
+"""The quota engine: every limit of one subject decided in one Lua call."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib import resources
+from typing import Any
+
+import redis
+
+from .limits import Decision, LimitState, Policy, Reservation, Usage, Window
+from .windows import windows_around
+
+# Given a subject and a missing window, the totals a durable ledger holds for it.
+Seeder = Callable[[str, Window], Usage]
+
+WINDOW_GRACE_US = 86_400 * 1_000_000
+DEFAULT_LEASE_SECONDS = 300.0
+
+
+class CountersUnavailable(Exception):
+    """Redis could not be reached or did not answer in time."""
+
+
+@contextmanager
+def unavailable_on_error() -> Iterator[None]:
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise CountersUnavailable(str(exc)) from exc
+    except redis.ResponseError as exc:
+        if "LOADING" in str(exc) or "CLUSTERDOWN" in str(exc) or "MASTERDOWN" in str(exc):
+            raise CountersUnavailable(str(exc)) from exc
+        raise
+
+
+def _lua(name: str) -> str:
+    return resources.files("quotas.engine").joinpath("lua", name).read_text()
+
+
+class QuotaEngine:
+    """Reserve, settle and refund against Redis counters.
+
+    `client` is a `redis.Redis` or `redis.cluster.RedisCluster`; every key of one subject
+    carries the subject as its hash tag, so each script touches one cluster slot.
+    """
+
+    def __init__(self, client: Any, prefix: str = "quotas") -> None:
+        self.client = client
+        self.prefix = prefix
+        self._reserve = client.register_script(_lua("reserve.lua"))
+        self._settle = client.register_script(_lua("settle.lua"))
+        self._seed = client.register_script(_lua("seed.lua"))
+
+    # keys -----------------------------------------------------------------------------
+
+    def key(self, subject: str, suffix: str) -> str:
+        return f"{self.prefix}:{{{subject}}}:{suffix}"
+
+    def window_key(self, subject: str, window: Window) -> str:
+        return self.key(subject, f"{window.kind}:{window.label}")
+
+    def subject_keys(self, subject: str) -> list[str]:
+        """Every key this subject holds now (for inspection and memory accounting)."""
+        return [k.decode() if isinstance(k, bytes) else k for k in self._scan(subject)]
+
+    def _scan(self, subject: str) -> list[Any]:
+        pattern = self.key(subject, "*").replace("{", "\\{").replace("}", "\\}")
+        return list(self.client.scan_iter(match=pattern, count=1000))
+
+    # policy version -------------------------------------------------------------------
+
+    def policy_version(self) -> int:
+        """A number every process can compare to notice that limits changed."""
+        with unavailable_on_error():
+            return int(self.client.get(f"{self.prefix}:policy-version") or 0)
+
+    def bump_policy_version(self) -> int:
+        with unavailable_on_error():
+            return int(self.client.incr(f"{self.prefix}:policy-version"))
+
+    # decisions ------------------------------------------------------------------------
+
+    def reserve(
+        self,
+        subject: str,
+        policy: Policy,
+        *,
+        requests: int = 1,
+        tokens: int = 0,
+        spend: int = 0,
+        lease: bool = False,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        now: float | None = None,
+        seeder: Seeder | None = None,
+    ) -> Decision:
+        """Charge `requests`, `tokens` and `spend` (micro-USD) against every limit, or nothing.
+
+        With `lease`, the reservation holds a concurrency slot until settled or refunded,
+        or until `lease_seconds` pass. `now` (seconds) replaces Redis's clock, for tests.
+        """
+        if min(requests, tokens, spend) < 0:
+            raise ValueError("A reservation cannot ask for negative amounts.")
+        member = ""
+        if lease or tokens or spend:
+            member = f"{secrets.token_hex(6)}:{requests}:{tokens}:{spend}"
+        return self._run(
+            subject, policy, "charge", member, requests, tokens, spend, lease_seconds, now, seeder
+        )
+
+    def peek(
+        self,
+        subject: str,
+        policy: Policy,
+        *,
+        now: float | None = None,
+        seeder: Seeder | None = None,
+    ) -> Decision:
+        """Every limit's state without charging anything."""
+        return self._run(subject, policy, "peek", "", 0, 0, 0, 0, now, seeder)
+
+    def _run(
+        self,
+        subject: str,
+        policy: Policy,
+        mode: str,
+        member: str,
+        requests: int,
+        tokens: int,
+        spend: int,
+        lease_seconds: float,
+        now: float | None,
+        seeder: Seeder | None,
+    ) -> Decision:
+        clock_us = int((time.time() if now is None else now) * 1_000_000)
+        days, months = windows_around(clock_us, policy.time_zone)
+        keys = [self.key(subject, "rate"), self.key(subject, "lease")]
+        keys += [self.window_key(subject, w) for w in (*days, *months)]
+        args: list[Any] = [
+            "" if now is None else clock_us,
+            requests,
+            tokens,
+            spend,
+            member,
+            int(lease_seconds * 1_000_000),
+            mode,
+            int(policy.track_usage),
+            int(policy.rehydrate),
+        ]
+        for w in (*days, *months):
+            args += [w.start_us, w.end_us]
+        args += [WINDOW_GRACE_US, len(policy.limits)]
+        for limit in policy.limits:
+            args += [limit.code, limit.amount, limit.capacity, int(limit.interval * 1_000_000)]
+
+        for _attempt in range(3):
+            with unavailable_on_error():
+                reply = self._reserve(keys=keys, args=args)
+            status, denied, retry_us, now_us, day_i, month_i = (int(x) for x in reply[:6])
+            if status != -1:
+                break
+            for index, windows in ((day_i, days), (month_i, months)):
+                if index < 0:
+                    window = windows[-index - 1]
+                    usage = seeder(subject, window) if seeder else Usage()
+                    self.seed(subject, window, usage, now_us=clock_us)
+        else:  # pragma: no cover - a window seeded three times over vanished each time
+            raise RuntimeError(f"Window counters for {subject!r} could not be seeded.")
+
+        day, month = days[abs(day_i) - 1], months[abs(month_i) - 1]
+        totals = [int(x) for x in reply[6:12]]
+        values = [int(x) for x in reply[12:]]
+        states = tuple(
+            LimitState(
+                name=limit.name,
+                code=limit.code,
+                limit=limit.capacity if limit.is_rate else limit.amount,
+                used=values[3 * i],
+                remaining=values[3 * i + 1],
+                reset_after=values[3 * i + 2] / 1_000_000,
+            )
+            for i, limit in enumerate(policy.limits)
+        )
+        reservation = None
+        allowed = status == 1
+        if allowed and mode == "charge":
+            reservation = Reservation(
+                id=member.split(":", 1)[0] if member else "",
+                subject=subject,
+                requests=requests,
+                tokens=tokens,
+                spend=spend,
+                day=day,
+                month=month,
+                rates=tuple(
+                    (limit.code[1], limit.emission_interval_us)
+                    for limit in policy.limits
+                    if limit.is_rate
+                ),
+                member=member,
+            )
+        denied_by = policy.limits[denied - 1].name if denied else None
+        reasons: tuple[str, ...] = ()
+        if not allowed:
+            asks = {"r": requests, "t": tokens, "s": spend, "c": 1 if member else 0}
+            reasons = tuple(
+                s.name for s in states if s.remaining < asks[s.code[1] if s.code != "cc" else "c"]
+            )
+        return Decision(
+            allowed=allowed,
+            denied_by=denied_by,
+            retry_after=retry_us / 1_000_000,
+            now_us=now_us,
+            states=states,
+            reservation=reservation,
+            day=day,
+            month=month,
+            reasons=reasons,
+            day_usage=Usage(*totals[:3]),
+            month_usage=Usage(*totals[3:]),
+        )
+
+    def seed(self, subject: str, window: Window, usage: Usage, now_us: int | None = None) -> bool:
+        """Create a window's counters from ledger totals unless they exist."""
+        if now_us is None:
+            now_us = int(time.time() * 1_000_000)
+        expire_ms = max(1, (window.end_us + WINDOW_GRACE_US - now_us) // 1000)
+        key = self.window_key(subject, window)
+        args = [usage.requests, usage.tokens, usage.spend, expire_ms]
+        with unavailable_on_error():
+            return bool(self._seed(keys=[key], args=args))
+
+    # settlement -----------------------------------------------------------------------
+
+    def settle(
+        self,
+        reservation: Reservation,
+        *,
+        tokens: int,
+        spend: int,
+        requests: int | None = None,
+    ) -> bool:
+        """Move the counters from the reserved amounts to the used ones; free the lease.
+
+        Returns False if the reservation had been lost from Redis (then the used amounts
+        are added to whatever counters exist).
+        """
+        used_requests = reservation.requests if requests is None else requests
+        r = reservation
+        keys = [
+            self.key(r.subject, "rate"),
+            self.key(r.subject, "lease"),
+            self.window_key(r.subject, r.day),
+            self.window_key(r.subject, r.month),
+        ]
+        args: list[Any] = [
+            r.member,
+            r.requests,
+            r.tokens,
+            r.spend,
+            used_requests,
+            tokens,
+            spend,
+            len(r.rates),
+        ]
+        for field, interval in r.rates:
+            args += [field, interval]
+        with unavailable_on_error():
+            return bool(self._settle(keys=keys, args=args))
+
+    def refund(self, reservation: Reservation) -> bool:
+        """Give back everything a reservation took: request, tokens, spend and lease."""
+        return self.settle(reservation, tokens=0, spend=0, requests=0)

@@ -1,0 +1,56 @@
+"""Connecting to the counters' Redis: a URL, a cluster URL, or an in-process store."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+_embedded_server: Any = None
+
+DEFAULT_TIMEOUT = 1.0
+
+
+def connect(url: str | None) -> Any:
+    """A redis-py client for `url`.
+
+    `redis://` and `rediss://` give `redis.Redis`; `redis+cluster://` and
+    `rediss+cluster://` give `redis.cluster.RedisCluster`; no URL gives the embedded
+    in-process store (fakeredis), which is shared by the threads of one process only.
+    """
+    if not url:
+        return embedded()
+    scheme, _, rest = url.partition("://")
+    params = dict(parse_qsl(urlsplit(url).query))
+    options: dict[str, Any] = {}
+    if "socket_timeout" not in params:
+        options["socket_timeout"] = DEFAULT_TIMEOUT
+    if "socket_connect_timeout" not in params:
+        options["socket_connect_timeout"] = DEFAULT_TIMEOUT
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        from redis.cluster import RedisCluster
+
+        plain = scheme.split("+", 1)[0]
+        return RedisCluster.from_url(f"{plain}://{rest}", **options)
+    if scheme in ("redis", "rediss", "unix"):
+        import redis
+
+        return redis.Redis.from_url(url, **options)
+    raise ValueError(
+        f"Unsupported Redis URL scheme {scheme!r}: use redis://, rediss://, unix://, "
+        "redis+cluster:// or rediss+cluster://."
+    )
+
+
+def embedded() -> Any:
+    """A client of this process's in-memory Redis-compatible store."""
+    global _embedded_server
+    try:
+        import fakeredis
+    except ImportError as exc:  # pragma: no cover - depends on the installed extras
+        raise RuntimeError(
+            "No Redis URL is configured and the embedded store is not installed: "
+            "set REDIS_URL or install django-ai-quotas[embedded]."
+        ) from exc
+    if _embedded_server is None:
+        _embedded_server = fakeredis.FakeServer()
+    return fakeredis.FakeRedis(server=_embedded_server)

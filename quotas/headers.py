@@ -1,0 +1,55 @@
+"""Rate-limit response headers from a decision: IETF RateLimit fields and OpenAI's x-ratelimit-*."""
+
+from __future__ import annotations
+
+import math
+
+from .engine import Decision, LimitState
+
+WINDOW_SECONDS = {"r": 60, "d": 86_400, "m": 2_592_000, "c": 0}
+
+
+def _duration(seconds: float) -> str:
+    """OpenAI's reset format: "1s", "6m0s", "1h2m3s"."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        text = f"{seconds:.3f}".rstrip("0").rstrip(".")
+        return f"{text}s"
+    whole = math.ceil(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return (f"{hours}h" if hours else "") + f"{minutes}m{secs}s"
+
+
+def _tightest(states: list[LimitState]) -> LimitState | None:
+    return min(states, key=lambda s: (s.remaining, -s.reset_after), default=None)
+
+
+def rate_limit_headers(decision: Decision) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    counted = [s for s in decision.states if s.code != "cc"]
+    if counted:
+        headers["RateLimit-Policy"] = ", ".join(
+            f'"{s.name}";q={s.limit};w={WINDOW_SECONDS[s.code[0]]}' for s in counted
+        )
+        headers["RateLimit"] = ", ".join(
+            f'"{s.name}";r={s.remaining};t={math.ceil(s.reset_after)}' for s in counted
+        )
+    requests = _tightest([s for s in counted if s.code[1] == "r"])
+    if requests is not None:
+        headers["x-ratelimit-limit-requests"] = str(requests.limit)
+        headers["x-ratelimit-remaining-requests"] = str(requests.remaining)
+        headers["x-ratelimit-reset-requests"] = _duration(requests.reset_after)
+    tokens = _tightest([s for s in counted if s.code[1] == "t"])
+    if tokens is not None:
+        headers["x-ratelimit-limit-tokens"] = str(tokens.limit)
+        headers["x-ratelimit-remaining-tokens"] = str(tokens.remaining)
+        headers["x-ratelimit-reset-tokens"] = _duration(tokens.reset_after)
+    if not decision.allowed:
+        headers["Retry-After"] = str(retry_after_seconds(decision))
+    return headers
+
+
+def retry_after_seconds(decision: Decision) -> int:
+    """Whole seconds, at least 1."""
+    return max(1, math.ceil(decision.retry_after))

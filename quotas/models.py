@@ -1,0 +1,267 @@
+"""Tiers, per-user quotas, the model catalogue, API keys and the usage ledger."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import IntegrityError, models, transaction
+from django.db.models import F
+from rest_framework_api_key.models import AbstractAPIKey, BaseAPIKeyManager
+
+MONEY = {"max_digits": 14, "decimal_places": 6}
+NON_NEGATIVE = [MinValueValidator(0)]
+
+# Numeric limits a tier sets and a user quota may override. Empty means unlimited.
+LIMIT_FIELDS = (
+    "requests_per_minute",
+    "burst",
+    "requests_per_day",
+    "tokens_per_day",
+    "tokens_per_month",
+    "spend_per_month",
+    "max_tokens_per_request",
+    "max_concurrent_requests",
+)
+
+
+class AIModel(models.Model):
+    """A model the provider serves, its prices and the provider's own limits for it."""
+
+    name = models.CharField(max_length=100, unique=True, help_text="The provider's model id.")
+    input_price_per_million = models.DecimalField(
+        **MONEY, default=Decimal(0), validators=NON_NEGATIVE, help_text="USD per 1M prompt tokens."
+    )
+    output_price_per_million = models.DecimalField(
+        **MONEY,
+        default=Decimal(0),
+        validators=NON_NEGATIVE,
+        help_text="USD per 1M completion tokens.",
+    )
+    upstream_requests_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The provider's request limit; empty: none."
+    )
+    upstream_tokens_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The provider's token limit; empty: none."
+    )
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "AI model"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def cost_micros(self, prompt_tokens: int, completion_tokens: int) -> int:
+        """Price of a call in micro-USD, rounded up."""
+        exact = (
+            prompt_tokens * self.input_price_per_million
+            + completion_tokens * self.output_price_per_million
+        )
+        return int(exact.to_integral_value(rounding="ROUND_CEILING"))
+
+
+class Tier(models.Model):
+    """A named set of limits. Empty fields are unlimited."""
+
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=100)
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    burst = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Requests that may come at once; empty: requests_per_minute.",
+    )
+    requests_per_day = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
+    tokens_per_month = models.PositiveBigIntegerField(null=True, blank=True)
+    spend_per_month = models.DecimalField(
+        **MONEY, null=True, blank=True, validators=NON_NEGATIVE, help_text="USD."
+    )
+    max_tokens_per_request = models.PositiveIntegerField(null=True, blank=True)
+    max_concurrent_requests = models.PositiveIntegerField(null=True, blank=True)
+    allowed_models = models.ManyToManyField(
+        AIModel, blank=True, related_name="tiers", help_text="Empty: every active model."
+    )
+    default_model = models.ForeignKey(
+        AIModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    fallback_model = models.ForeignKey(
+        AIModel,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Served instead when the caller runs low.",
+    )
+    degrade_at_percent = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(100)],
+        help_text="Switch to the fallback model when less than this percent remains.",
+    )
+    is_default = models.BooleanField(default=False, help_text="The tier of users without one.")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        with transaction.atomic():
+            if self.is_default:
+                Tier.objects.filter(is_default=True).exclude(pk=self.pk).update(is_default=False)
+            super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if self.requests_per_minute == 0:
+            errors["requests_per_minute"] = "Must be at least 1, or empty for unlimited."
+        if self.burst is not None and self.burst < 1:
+            errors["burst"] = "Burst must be at least 1."
+        if errors:
+            raise ValidationError(errors)
+
+    def validate_models(self, allowed: list[AIModel] | None = None) -> None:
+        """`default_model` and `fallback_model` must be among the allowed models."""
+        if allowed is None:
+            allowed = list(self.allowed_models.all()) if self.pk else []
+        if not allowed:
+            return
+        errors = {}
+        for field in ("default_model", "fallback_model"):
+            model = getattr(self, field)
+            if model is not None and model not in allowed:
+                errors[field] = f"{model} is not one of this tier's allowed models."
+        if errors:
+            raise ValidationError(errors)
+
+
+class UserQuota(models.Model):
+    """A user's tier, per-field overrides of it, or a block."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="quota"
+    )
+    tier = models.ForeignKey(
+        Tier, null=True, blank=True, on_delete=models.PROTECT, help_text="Empty: the default tier."
+    )
+    blocked = models.BooleanField(default=False, help_text="Refuse every request of this user.")
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    burst = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
+    requests_per_day = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
+    tokens_per_month = models.PositiveBigIntegerField(null=True, blank=True)
+    spend_per_month = models.DecimalField(
+        **MONEY, null=True, blank=True, validators=NON_NEGATIVE, help_text="USD."
+    )
+    max_tokens_per_request = models.PositiveIntegerField(null=True, blank=True)
+    max_concurrent_requests = models.PositiveIntegerField(null=True, blank=True)
+    note = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        verbose_name = "user quota"
+
+    def __str__(self) -> str:
+        return f"Quota of {self.user}"
+
+    def clean(self) -> None:
+        if self.requests_per_minute == 0:
+            raise ValidationError(
+                {"requests_per_minute": "Must be at least 1, or empty to use the tier's."}
+            )
+
+
+class APIKeyManager(BaseAPIKeyManager):
+    def get_usable_keys(self) -> models.QuerySet[Any]:
+        return super().get_usable_keys().select_related("user")
+
+
+class APIKey(AbstractAPIKey):
+    """A user's API key: stored hashed, only its prefix in clear."""
+
+    objects = APIKeyManager()
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta(AbstractAPIKey.Meta):
+        verbose_name = "API key"
+        verbose_name_plural = "API keys"
+
+
+class UsageRecord(models.Model):
+    """The ledger: settled usage per user, day (in the quota time zone) and model."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_records"
+    )
+    day = models.DateField(db_index=True)
+    model = models.CharField(max_length=100, blank=True)
+    requests = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    cost = models.DecimalField(**MONEY, default=Decimal(0), help_text="USD.")
+    denied = models.PositiveIntegerField(default=0, help_text="Requests refused by a limit.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "day", "model"], name="quotas_usage_unique")
+        ]
+        ordering = ["-day", "user", "model"]
+        verbose_name = "usage record"
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.day} {self.model or '-'}"
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @classmethod
+    def add(cls, user_id: int, day: Any, model: str, **amounts: Any) -> None:
+        """Add amounts to a ledger row, creating it if needed (safe under concurrency)."""
+        updates = {name: F(name) + value for name, value in amounts.items()}
+        rows = cls.objects.filter(user_id=user_id, day=day, model=model)
+        if rows.update(**updates):
+            return
+        try:
+            with transaction.atomic():
+                cls.objects.create(user_id=user_id, day=day, model=model, **amounts)
+        except IntegrityError:  # created by a concurrent request in between
+            rows.update(**updates)
+
+
+class QuotaAdjustment(models.Model):
+    """A staff action on a user's counters for one day, kept in the ledger."""
+
+    RESET = "reset"
+    BOOST = "boost"
+    KINDS = [(RESET, "Reset today's counters"), (BOOST, "Temporary boost")]
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="quota_adjustments"
+    )
+    day = models.DateField(db_index=True)
+    kind = models.CharField(max_length=10, choices=KINDS)
+    requests = models.IntegerField(default=0, help_text="Requests given back or added.")
+    tokens = models.BigIntegerField(default=0, help_text="Tokens given back or added.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} for {self.user} on {self.day}"

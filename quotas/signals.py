@@ -1,0 +1,22 @@
+"""Drop cached quotas in every process when what they are made of changes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models.signals import m2m_changed, post_delete, post_save
+from django.dispatch import receiver
+
+from . import policy
+from .models import AIModel, Tier, UserQuota
+
+
+@receiver(post_save, sender=Tier)
+@receiver(post_delete, sender=Tier)
+@receiver(post_save, sender=UserQuota)
+@receiver(post_delete, sender=UserQuota)
+@receiver(post_save, sender=AIModel)
+@receiver(post_delete, sender=AIModel)
+@receiver(m2m_changed, sender=Tier.allowed_models.through)
+def quotas_changed(**kwargs: Any) -> None:
+    policy.invalidate()

@@ -1,0 +1,96 @@
+"""DRF throttle applying the caller's tier request limits to any view."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import Any
+
+from rest_framework.exceptions import APIException, PermissionDenied
+from rest_framework.throttling import BaseThrottle
+
+from . import policy
+from .conf import conf
+from .engine import CountersUnavailable, Decision
+from .headers import retry_after_seconds
+from .services import QuotaService, service, user_subject
+
+logger = logging.getLogger("quotas")
+
+DECISION_ATTR = "quota_decision"
+
+
+def client_ip(meta: dict[str, Any], num_proxies: int) -> str:
+    """The caller's address, trusting X-Forwarded-For only as far as `num_proxies` hops.
+
+    Each trusted proxy appends the address it saw, so the client is `num_proxies` entries
+    from the right; whatever a client writes further left is ignored.
+    """
+    remote = meta.get("REMOTE_ADDR", "") or ""
+    if num_proxies > 0:
+        hops = [h.strip() for h in meta.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
+        if len(hops) >= num_proxies:
+            remote = hops[-num_proxies]
+    return remote
+
+
+def ip_subject(address: str) -> str:
+    """IPv4 by address; IPv6 by /64, so one host cannot rotate through its prefix."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return "ip:unknown"
+    if ip.version == 6:
+        if ip.ipv4_mapped:
+            return f"ip:{ip.ipv4_mapped}"
+        return f"ip:{ipaddress.ip_network(f'{ip}/64', strict=False).network_address}/64"
+    return f"ip:{ip}"
+
+
+class CountersDown(APIException):
+    status_code = 503
+    default_detail = "Quota counters are unavailable; try again shortly."
+    default_code = "quota_unavailable"
+
+
+class TierRateThrottle(BaseThrottle):
+    """Requests per minute with burst and requests per day, from the caller's tier.
+
+    Users are counted by id; anonymous callers by client IP with `QUOTAS["ANONYMOUS_TIER"]`.
+    Subclasses may override `get_subject` to count callers another way.
+    """
+
+    service: QuotaService = service
+
+    def __init__(self) -> None:
+        self.decision: Decision | None = None
+
+    def get_subject(self, request: Any) -> tuple[str, policy.Quota, bool]:
+        """(subject, quota, is a user) for this request."""
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            quota = policy.quota_for_user(user)
+            if quota.blocked:
+                raise PermissionDenied("This account's quota is blocked.")
+            return user_subject(user.pk), quota, True
+        address = client_ip(request.META, conf.NUM_PROXIES)
+        return ip_subject(address), policy.quota_for_anonymous(), False
+
+    def allow_request(self, request: Any, view: Any) -> bool:
+        subject, quota, is_user = self.get_subject(request)
+        try:
+            decision = self.service.check_request(subject, quota, track_usage=is_user)
+        except CountersUnavailable as exc:
+            logger.error("quotas: Redis unreachable (%s); FAIL_OPEN=%s", exc, conf.FAIL_OPEN)
+            if conf.FAIL_OPEN:
+                return True
+            raise CountersDown() from exc
+        self.decision = decision
+        setattr(getattr(request, "_request", request), DECISION_ATTR, decision)
+        return decision.allowed
+
+    def wait(self) -> float:
+        """Seconds until a retry can pass: always a number, at least 1."""
+        if self.decision is None:
+            return 1.0
+        return float(retry_after_seconds(self.decision))
