@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import date, datetime
 
-from django.db.models import Sum
-
+from . import degraded
 from .conf import conf
 from .counters import get_engine
 from .engine import (
@@ -19,9 +19,13 @@ from .engine import (
     Reservation,
     Usage,
     Window,
+    windows_around,
 )
 from .engine import limits as codes
-from .models import QuotaAdjustment, UsageRecord
+from .ledger import ledger_usage, window_day, window_days
+
+__all__ = ["Blocked", "Grant", "QuotaService", "ledger_usage", "service", "window_days"]
+from .models import UsageRecord
 from .policy import Quota, from_micros, to_micros
 
 logger = logging.getLogger("quotas")
@@ -35,44 +39,6 @@ class Blocked(Exception):
 
 def user_subject(user_id: int) -> str:
     return f"u:{user_id}"
-
-
-def window_day(window: Window) -> date:
-    return datetime.strptime(window.label, "%Y%m%d").date()
-
-
-def window_days(window: Window) -> tuple[date, date]:
-    """First and last day of a day or month window."""
-    if window.kind == "d":
-        day = window_day(window)
-        return day, day
-    first = datetime.strptime(window.label + "01", "%Y%m%d").date()
-    index = first.year * 12 + first.month
-    following = date(index // 12, index % 12 + 1, 1)
-    return first, date.fromordinal(following.toordinal() - 1)
-
-
-def ledger_usage(user_id: int | None, window: Window) -> Usage:
-    """What the ledger holds for a window: settled usage less staff adjustments."""
-    first, last = window_days(window)
-    rows = UsageRecord.objects.filter(day__gte=first, day__lte=last)
-    if user_id is not None:
-        rows = rows.filter(user_id=user_id)
-    totals = rows.aggregate(
-        requests=Sum("requests"),
-        prompt=Sum("prompt_tokens"),
-        completion=Sum("completion_tokens"),
-        cost=Sum("cost"),
-    )
-    requests = totals["requests"] or 0
-    tokens = (totals["prompt"] or 0) + (totals["completion"] or 0)
-    if window.kind == "d" and user_id is not None:
-        given = QuotaAdjustment.objects.filter(user_id=user_id, day=first).aggregate(
-            requests=Sum("requests"), tokens=Sum("tokens")
-        )
-        requests -= given["requests"] or 0
-        tokens -= given["tokens"] or 0
-    return Usage(requests=requests, tokens=tokens, spend=to_micros(totals["cost"] or 0))
 
 
 def _seed_from_ledger(subject: str, window: Window) -> Usage:
@@ -92,13 +58,22 @@ class Grant:
     decision: Decision
     reservation: Reservation
     org: Reservation | None = None
+    degraded: bool = False  # reserved in the ledger while Redis was unreachable
 
 
 class QuotaService:
-    """Decisions for users and anonymous callers; Redis for speed, the ledger as record."""
+    """Decisions for users and anonymous callers; Redis for speed, the ledger as record.
+
+    `clock` (seconds since the epoch) replaces Redis's clock when set, for tests.
+    """
+
+    clock: Callable[[], float] | None = None
 
     def __init__(self, engine: QuotaEngine | None = None) -> None:
         self._engine = engine
+
+    def _now(self) -> float | None:
+        return self.clock() if self.clock is not None else None
 
     @property
     def engine(self) -> QuotaEngine:
@@ -109,7 +84,7 @@ class QuotaService:
     def check_request(self, subject: str, quota: Quota, *, track_usage: bool) -> Decision:
         """Charge one request against the request limits of `quota` (rate, burst, per day)."""
         policy = quota.policy(budgets=False, track_usage=track_usage)
-        return self.engine.reserve(subject, policy, seeder=_seed_from_ledger)
+        return self.engine.reserve(subject, policy, now=self._now(), seeder=_seed_from_ledger)
 
     # AI calls -----------------------------------------------------------------------
 
@@ -128,7 +103,31 @@ class QuotaService:
         """
         if quota.blocked:
             raise Blocked()
+        try:
+            return self._reserve(user_id, quota, model=model, tokens=tokens, spend=spend)
+        except CountersUnavailable as exc:
+            if not conf.FAIL_OPEN:
+                raise
+            logger.warning("quotas: Redis unreachable (%s); budgets enforced from the ledger", exc)
+        cap = conf.ORG_SPEND_PER_MONTH
+        decision = degraded.reserve_from_ledger(
+            user_id,
+            quota,
+            model=model,
+            tokens=tokens,
+            spend=spend,
+            time_zone=conf.TIME_ZONE,
+            org_cap=None if cap is None else to_micros(cap),
+        )
+        if decision.reservation is None:
+            return decision, None
+        return decision, Grant(user_id, model, decision, decision.reservation, degraded=True)
+
+    def _reserve(
+        self, user_id: int, quota: Quota, *, model: str, tokens: int, spend: int
+    ) -> tuple[Decision, Grant | None]:
         engine = self.engine
+        self.recover()
         decision = engine.reserve(
             user_subject(user_id),
             quota.policy(),
@@ -136,6 +135,7 @@ class QuotaService:
             spend=spend,
             lease=True,
             lease_seconds=conf.LEASE_SECONDS,
+            now=self._now(),
             seeder=_seed_from_ledger,
         )
         if not decision.allowed or decision.reservation is None:
@@ -153,6 +153,7 @@ class QuotaService:
                 ),
                 requests=0,
                 spend=spend,
+                now=self._now(),
                 seeder=_seed_from_ledger,
             )
             if not org_decision.allowed:
@@ -179,6 +180,17 @@ class QuotaService:
         model: str | None = None,
     ) -> None:
         """Record the real usage in the ledger, then move the counters to it."""
+        if grant.degraded:
+            degraded.settle_in_ledger(
+                grant.user_id,
+                grant.reservation,
+                model or grant.model,
+                requests=1,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                cost=cost,
+            )
+            return
         UsageRecord.add(
             grant.user_id,
             window_day(grant.reservation.day),
@@ -196,15 +208,44 @@ class QuotaService:
                 self.engine.settle(grant.org, tokens=0, spend=cost)
         except CountersUnavailable:
             logger.warning("quotas: Redis unreachable at settle; counters re-seed from the ledger")
+            degraded.mark_dirty(grant.user_id)
 
     def refund(self, grant: Grant) -> None:
         """The call did not happen: give everything back."""
+        if grant.degraded:
+            degraded.settle_in_ledger(
+                grant.user_id,
+                grant.reservation,
+                grant.model,
+                requests=0,
+                prompt_tokens=0,
+                completion_tokens=0,
+                cost=0,
+            )
+            return
         try:
             self.engine.refund(grant.reservation)
             if grant.org is not None:
                 self.engine.refund(grant.org)
         except CountersUnavailable:
             logger.warning("quotas: Redis unreachable at refund; the lease expires by itself")
+            degraded.mark_dirty(grant.user_id)
+
+    def recover(self) -> None:
+        """After an outage, drop the counters of users served from the ledger meanwhile,
+        so their next request re-seeds them."""
+        if not degraded.has_dirty():
+            return
+        users = degraded.take_dirty()
+        days, months = windows_around(int(time.time() * 1_000_000), conf.TIME_ZONE)
+        try:
+            for user_id in users:
+                self.engine.drop_windows(user_subject(user_id), (*days, *months))
+        except CountersUnavailable:
+            for user_id in users:
+                degraded.mark_dirty(user_id)
+            raise
+        logger.info("quotas: Redis is back; %d users re-seed from the ledger", len(users))
 
     def record_denial(self, user_id: int, decision: Decision, model: str) -> None:
         day = window_day(decision.day) if decision.day else None
@@ -215,7 +256,142 @@ class QuotaService:
 
     def usage(self, user_id: int, quota: Quota) -> Decision:
         """Where every limit of a user stands, charging nothing."""
-        return self.engine.peek(user_subject(user_id), quota.policy(), seeder=_seed_from_ledger)
+        return self.engine.peek(
+            user_subject(user_id), quota.policy(), now=self._now(), seeder=_seed_from_ledger
+        )
 
 
 service = QuotaService()
+
+
+# staff adjustments and read-only figures for the admin and the staff API ------------
+# (imports kept with the functions they serve, appended while this module is reworked)
+
+from datetime import date  # noqa: E402
+from typing import Any  # noqa: E402
+
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.db import transaction  # noqa: E402
+from django.db.models import F, Sum  # noqa: E402
+
+from .engine import current_windows  # noqa: E402
+from .engine.engine import unavailable_on_error  # noqa: E402
+from .models import QuotaAdjustment  # noqa: E402
+
+
+def today() -> tuple[date, date, date]:
+    """(today, first and last day of this month) in the quota time zone."""
+    day, month = current_windows(int(time.time() * 1_000_000), conf.TIME_ZONE)
+    return window_day(day), *window_days(month)
+
+
+def apply_adjustment(
+    user_id: int,
+    *,
+    kind: str,
+    requests: int = 0,
+    tokens: int = 0,
+    created_by: Any = None,
+    reason: str = "",
+) -> QuotaAdjustment:
+    """Give a user back `requests` and `tokens` for today, effective at once.
+
+    The row goes into the ledger; the user's day counters are then dropped from Redis, so
+    the next request re-seeds them from the ledger less every adjustment of the day. They
+    are dropped again once the row is committed, in case a request re-seeded them in
+    between. Raises `CountersUnavailable` (the row is kept) if Redis cannot be reached.
+    """
+    engine = get_engine()
+    day_window, _ = current_windows(int(time.time() * 1_000_000), conf.TIME_ZONE)
+    adjustment = QuotaAdjustment.objects.create(
+        user_id=user_id,
+        day=window_day(day_window),
+        kind=kind,
+        requests=requests,
+        tokens=tokens,
+        created_by=created_by,
+        reason=reason[:200],
+    )
+    key = engine.window_key(user_subject(user_id), day_window)
+
+    def drop() -> None:
+        with unavailable_on_error():
+            engine.client.delete(key)
+
+    def drop_after_commit() -> None:
+        try:
+            drop()
+        except CountersUnavailable:
+            logger.warning("quotas: Redis unreachable; adjustment %s waits", adjustment.pk)
+
+    drop()
+    transaction.on_commit(drop_after_commit)
+    return adjustment
+
+
+def grant_boost(
+    user_id: int, *, tokens: int = 0, requests: int = 0, created_by: Any = None, reason: str = ""
+) -> QuotaAdjustment:
+    """Extra tokens and requests for the rest of today."""
+    if tokens < 0 or requests < 0 or not (tokens or requests):
+        raise ValueError("A boost adds a positive number of tokens or requests.")
+    return apply_adjustment(
+        user_id,
+        kind=QuotaAdjustment.BOOST,
+        tokens=tokens,
+        requests=requests,
+        created_by=created_by,
+        reason=reason,
+    )
+
+
+def reset_today(user_id: int, *, created_by: Any = None, reason: str = "") -> QuotaAdjustment:
+    """Give back what the user used today (boosts still unused are kept)."""
+    day_window, _ = current_windows(int(time.time() * 1_000_000), conf.TIME_ZONE)
+    used = ledger_usage(user_id, day_window)
+    return apply_adjustment(
+        user_id,
+        kind=QuotaAdjustment.RESET,
+        requests=max(0, used.requests),
+        tokens=max(0, used.tokens),
+        created_by=created_by,
+        reason=reason,
+    )
+
+
+def ledger_rows(
+    *,
+    user_id: int | None = None,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    model: str | None = None,
+    group_by: tuple[str, ...] = ("day",),
+) -> list[dict[str, Any]]:
+    """Ledger sums grouped by any of "day", "user", "model"; in that order, newest day first."""
+    rows = UsageRecord.objects.all()
+    if user_id is not None:
+        rows = rows.filter(user_id=user_id)
+    if date_from is not None:
+        rows = rows.filter(day__gte=date_from)
+    if date_to is not None:
+        rows = rows.filter(day__lte=date_to)
+    if model:
+        rows = rows.filter(model=model)
+    columns = {"day": "day", "user": "user_id", "model": "model"}
+    keys = [columns[name] for name in ("day", "user", "model") if name in group_by]
+    if "user" in group_by:
+        username = f"user__{get_user_model().USERNAME_FIELD}"
+        rows = rows.annotate(username=F(username))
+        keys.append("username")
+    sums = rows.values(*keys).annotate(
+        requests=Sum("requests"),
+        prompt_tokens=Sum("prompt_tokens"),
+        completion_tokens=Sum("completion_tokens"),
+        cost=Sum("cost"),
+        denied=Sum("denied"),
+    )
+    order = [f"-{k}" if k == "day" else k for k in keys]
+    return [
+        {**row, "total_tokens": row["prompt_tokens"] + row["completion_tokens"]}
+        for row in sums.order_by(*order)
+    ]

@@ -117,3 +117,18 @@ class QuotaView(CallerAPIView):
                 headers={"Retry-After": "1"},
             )
         return Response(quota_report(quota, decision))
+
+
+def not_found(request: Any, *args: Any, **kwargs: Any) -> Any:
+    """Unknown /v1/ paths answer in OpenAI's error shape, not an HTML page."""
+    from django.http import JsonResponse
+
+    body = {
+        "error": {
+            "message": f"Unknown request URL: {request.method} {request.path}.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "unknown_url",
+        }
+    }
+    return JsonResponse(body, status=404)

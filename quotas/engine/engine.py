@@ -29,7 +29,13 @@ class CountersUnavailable(Exception):
 def unavailable_on_error() -> Iterator[None]:
     try:
         yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    # redis-py strips the CLUSTERDOWN / MASTERDOWN code from the message: match the classes.
+    except (
+        redis.ConnectionError,
+        redis.TimeoutError,
+        redis.exceptions.ClusterError,
+        redis.exceptions.RedisClusterException,
+    ) as exc:
         raise CountersUnavailable(str(exc)) from exc
     except redis.ResponseError as exc:
         if "LOADING" in str(exc) or "CLUSTERDOWN" in str(exc) or "MASTERDOWN" in str(exc):
@@ -105,7 +111,7 @@ class QuotaEngine:
         if min(requests, tokens, spend) < 0:
             raise ValueError("A reservation cannot ask for negative amounts.")
         member = ""
-        if lease or tokens or spend:
+        if lease:
             member = f"{secrets.token_hex(6)}:{requests}:{tokens}:{spend}"
         return self._run(
             subject, policy, "charge", member, requests, tokens, spend, lease_seconds, now, seeder
@@ -232,6 +238,11 @@ class QuotaEngine:
         args = [usage.requests, usage.tokens, usage.spend, expire_ms]
         with unavailable_on_error():
             return bool(self._seed(keys=[key], args=args))
+
+    def drop_windows(self, subject: str, windows: tuple[Window, ...]) -> int:
+        """Delete window counters so the next decision re-seeds them from the ledger."""
+        with unavailable_on_error():
+            return int(self.client.delete(*(self.window_key(subject, w) for w in windows)))
 
     # settlement -----------------------------------------------------------------------
 

@@ -96,7 +96,9 @@ for i, l in ipairs(limits) do
     local T = l.interval / l.amount
     local tat = tonumber(redis.call('HGET', KEYS[1], l.field) or '0')
     if tat < now then tat = now end
-    local new_tat = math.ceil(tat + T * cost)
+    -- Rounded down: a stored TAT never runs ahead of the exact one, else with a fractional T
+    -- the rounding adds up over a burst and its last slot is refused.
+    local new_tat = math.floor(tat + T * cost)
     local allow_at = new_tat - T * l.burst
     local avail = math.min(l.burst, math.floor((now - (tat - T * l.burst)) / T))
     before[i] = {l.burst - avail, avail}
@@ -179,6 +181,7 @@ if not peek then
   charge(dkey, dend, uses_day)
   charge(mkey, mend, uses_month)
   if member ~= '' then
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
     local expiry = now + tonumber(ARGV[6])
     redis.call('ZADD', KEYS[2], fmt(expiry), member)
     redis.call('PEXPIRE', KEYS[2], fmt(math.ceil(tonumber(ARGV[6]) / 1000) + 1))

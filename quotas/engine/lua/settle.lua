@@ -39,7 +39,7 @@ if held == 1 then
     local tat = redis.call('HGET', KEYS[1], f)
     local delta = actual[f] - reserved[f]
     if tat and delta ~= 0 then
-      redis.call('HSET', KEYS[1], f, fmt(math.ceil(tonumber(tat) + delta * T)))
+      redis.call('HSET', KEYS[1], f, fmt(math.floor(tonumber(tat) + delta * T)))
     end
   end
 end

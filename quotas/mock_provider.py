@@ -1,0 +1,282 @@
+"""An OpenAI-compatible provider in process: an httpx transport for the official openai SDK."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+try:  # openai 3.x speaks httpx2; earlier versions httpx.
+    import httpx2 as httpx
+except ImportError:  # pragma: no cover
+    import httpx  # type: ignore[no-redef]
+
+from .tokens import count_prompt_tokens, count_text_tokens
+
+FAULTS = ("timeout", "500", "429", "malformed", "cut")
+MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1", "gpt-3.5-turbo")
+FINGERPRINT = "quotas-mock"
+LABEL = "[mock]"
+
+
+class MockTransport(httpx.BaseTransport):
+    """Serves POST /chat/completions (JSON and SSE) and GET /models, deterministically.
+
+    `latency` (seconds, before an answer and between stream chunks) and `fail` (one of
+    FAULTS, "" for none) default to None: read QUOTAS_MOCK_LATENCY and QUOTAS_MOCK_FAIL
+    at each request. A marker in the last user message, `[mock-fault:MODE]` or
+    `[mock-latency:SECONDS]`, sets them for that request alone (for tests that drive
+    app servers in other processes).
+    """
+
+    sleep: Callable[[float], None] = staticmethod(time.sleep)
+    # Completion tokens of a reply that max_tokens does not cut short.
+    reply_tokens = 20
+    # Seconds in the Retry-After of a "429" fault.
+    retry_after = 1
+
+    def __init__(
+        self,
+        *,
+        latency: float | None = None,
+        fail: str | None = None,
+        models: tuple[str, ...] = MODELS,
+    ) -> None:
+        if fail and fail not in FAULTS:
+            raise ValueError(f"Unknown mock fault {fail!r}; expected one of {FAULTS}.")
+        self.latency = latency
+        self.fail = fail
+        self.models = models
+        self.calls = 0
+        self.last_request: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            self.calls += 1
+            number = self.calls
+        fail = os.environ.get("QUOTAS_MOCK_FAIL", "") if self.fail is None else self.fail
+        fail = _markers(request).get("fault", fail)
+        if fail and fail not in FAULTS:
+            return _error(
+                500,
+                f"Mock fault {fail!r} (QUOTAS_MOCK_FAIL) is not one of {FAULTS}.",
+                "server_error",
+            )
+        self._wait(request, self._latency(request))
+        if fail == "timeout":
+            raise httpx.ReadTimeout("mock provider: timed out", request=request)
+        if fail == "500":
+            return _error(500, "The mock provider failed (fault mode 500).", "server_error")
+        if fail == "429":
+            message = "Rate limit reached (mock provider, fault mode 429)."
+            headers = {"retry-after": str(self.retry_after)}
+            return _error(429, message, "requests", "rate_limit_exceeded", headers)
+        path = request.url.path.rstrip("/")
+        if request.method == "GET" and path.endswith("/models"):
+            if fail == "malformed":
+                return httpx.Response(200, headers=_JSON, content=_MALFORMED)
+            data = [
+                {"id": m, "object": "model", "created": 0, "owned_by": FINGERPRINT}
+                for m in self.models
+            ]
+            return httpx.Response(200, headers=_JSON, json={"object": "list", "data": data})
+        if request.method == "POST" and path.endswith("/chat/completions"):
+            return self._chat(request, number, fail)
+        return _error(
+            404, f"Unknown URL {request.method} {path} (mock provider).", "invalid_request_error"
+        )
+
+    def _latency(self, request: httpx.Request | None = None) -> float:
+        marked = _markers(request).get("latency") if request is not None else None
+        if marked is not None:
+            try:
+                return max(0.0, float(marked))
+            except ValueError:
+                return 0.0
+        if self.latency is not None:
+            return self.latency
+        try:
+            return max(0.0, float(os.environ.get("QUOTAS_MOCK_LATENCY") or 0))
+        except ValueError:
+            return 0.0
+
+    def _wait(self, request: httpx.Request, seconds: float) -> None:
+        """Sleep, or time out as a real connection would when the read timeout is shorter."""
+        if seconds <= 0:
+            return
+        timeout = (request.extensions.get("timeout") or {}).get("read")
+        if timeout is not None and seconds > timeout:
+            self.sleep(timeout)
+            raise httpx.ReadTimeout("mock provider: timed out", request=request)
+        self.sleep(seconds)
+
+    def _chat(self, request: httpx.Request, number: int, fail: str) -> httpx.Response:
+        try:
+            body = json.loads(request.read())
+        except ValueError:
+            return _error(400, "The request body is not valid JSON.", "invalid_request_error")
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            return _invalid("messages", "'messages' must be a list.")
+        if not isinstance(body.get("model"), str):
+            return _invalid("model", "'model' must be a string.")
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            return _invalid("max_tokens", "'max_tokens' must be a positive integer.")
+        choices = body.get("n") or 1
+        if not isinstance(choices, int) or choices < 1:
+            return _invalid("n", "'n' must be a positive integer.")
+        self.last_request = body
+        model, messages = body["model"], body["messages"]
+        target = min(self.reply_tokens, limit) if limit else self.reply_tokens
+        words = reply_words(messages, model, target)
+        text = "".join(words)
+        completion = count_text_tokens(text, model) * choices
+        prompt = count_prompt_tokens(messages, model, tools=body.get("tools"))
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+        finish = "length" if target < self.reply_tokens else "stop"
+        cut = fail == "cut"
+        head = {
+            "id": f"chatcmpl-mock-{number:06d}",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": FINGERPRINT,
+        }
+        if fail == "malformed":
+            if body.get("stream"):
+                sse = {"content-type": "text/event-stream"}
+                return httpx.Response(200, headers=sse, content=b"data: " + _MALFORMED + b"\n\n")
+            return httpx.Response(200, headers=_JSON, content=_MALFORMED)
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": text, "refusal": None}
+            choice = {"message": message, "logprobs": None, "finish_reason": finish}
+            reply = {
+                **head,
+                "object": "chat.completion",
+                "choices": [{"index": i, **choice} for i in range(choices)],
+                "usage": usage,
+            }
+            data = json.dumps(reply).encode()
+            if cut:
+                half = len(data) // 2
+                return httpx.Response(200, headers=_JSON, stream=_Body(self, [data[:half]], True))
+            return httpx.Response(200, headers=_JSON, content=data)
+
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        chunks: list[dict[str, Any]] = []
+        for index in range(choices):
+            deltas = [{"role": "assistant", "content": ""}] + [{"content": w} for w in words]
+            for delta, last in itertools.chain(((d, None) for d in deltas), [({}, finish)]):
+                choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": last}
+                chunks.append({"choices": [choice]})
+        if include_usage:
+            chunks = [{**c, "usage": None} for c in chunks] + [{"choices": [], "usage": usage}]
+        events = [
+            b"data: "
+            + json.dumps({**head, "object": "chat.completion.chunk", **c}).encode()
+            + b"\n\n"
+            for c in chunks
+        ]
+        events.append(b"data: [DONE]\n\n")
+        if cut:
+            events = events[: max(2, (len(words) + 1) // 2 + 1)]
+        stream = _Body(self, events, cut, request=request)
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=stream)
+
+
+class _Body(httpx.SyncByteStream):
+    """A response body sent part by part, with the latency between parts; cut if told."""
+
+    def __init__(
+        self,
+        transport: MockTransport,
+        parts: list[bytes],
+        cut: bool,
+        request: httpx.Request | None = None,
+    ) -> None:
+        self.transport, self.parts, self.cut, self.request = transport, parts, cut, request
+
+    def __iter__(self) -> Iterator[bytes]:
+        for i, part in enumerate(self.parts):
+            if i and self.request is not None:
+                self.transport._wait(self.request, self.transport._latency(self.request))
+            yield part
+        if self.cut:
+            raise httpx.RemoteProtocolError(
+                "peer closed connection without sending complete message body (mock provider)"
+            )
+
+
+def reply_words(messages: list[Any], model: str, max_tokens: int) -> list[str]:
+    """The reply as its stream pieces: "[mock] Reply to: <the last user message's start>"
+    repeated to at most `max_tokens` tokens."""
+    echo = [" Reply", " to:"] + [f" {w}" for w in _last_user_text(messages).split()[:8]]
+    words: list[str] = []
+    pieces = itertools.chain([LABEL], itertools.cycle(echo))
+    for word in itertools.islice(pieces, 10 * max_tokens):
+        if count_text_tokens("".join([*words, word]), model) > max_tokens:
+            break
+        words.append(word)
+    if not words:  # not even the label fits: as much of it as does
+        label = LABEL
+        while label and count_text_tokens(label, model) > max_tokens:
+            label = label[:-1]
+        words = [label] if label else []
+    return words
+
+
+def _last_user_text(messages: list[Any]) -> str:
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                parts = [p.get("text", "") for p in content if isinstance(p, dict)]
+                return " ".join(str(p) for p in parts if p)
+            return str(content or "")
+    return ""
+
+
+MARKER = re.compile(r"\[mock-(fault|latency):([\w.]+)\]")
+
+
+def _markers(request: httpx.Request) -> dict[str, str]:
+    """Per-request fault and latency markers in the last user message."""
+    if request.method != "POST":
+        return {}
+    try:
+        body = json.loads(request.read())
+    except ValueError:
+        return {}
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+        return {}
+    return dict(MARKER.findall(_last_user_text(body["messages"])))
+
+
+_JSON = {"content-type": "application/json"}
+_MALFORMED = b'{"id": "chatcmpl-mock", "choi'
+
+
+def _invalid(param: str, message: str) -> httpx.Response:
+    return _error(400, message, "invalid_request_error", param=param)
+
+
+def _error(
+    status: int,
+    message: str,
+    kind: str,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+    param: str | None = None,
+) -> httpx.Response:
+    error = {"message": message, "type": kind, "param": param, "code": code}
+    return httpx.Response(status, headers={**_JSON, **(headers or {})}, json={"error": error})

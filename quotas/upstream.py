@@ -1,0 +1,298 @@
+"""The provider call: one openai SDK path, to the real provider or the built-in mock."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import openai
+import redis
+
+try:  # openai 3.x speaks httpx2; earlier versions httpx.
+    import httpx2 as httpx
+except ImportError:  # pragma: no cover
+    import httpx  # type: ignore[no-redef]
+
+from .conf import conf
+from .engine import Limit, Policy, QuotaEngine
+from .engine.engine import unavailable_on_error
+from .engine.limits import RATE_REQUESTS, RATE_TOKENS
+from .mock_provider import MockTransport
+
+logger = logging.getLogger("quotas")
+
+MOCK_BASE_URL = "http://mock-provider.invalid/v1"
+
+# Parameters given to the SDK's `create()` by name; every other one goes through unchanged
+# in `extra_body`, so parameters this SDK version does not know still reach the provider.
+SDK_PARAMS = frozenset({"model", "messages"})
+
+
+class UpstreamError(Exception):
+    """The provider failed, or answered something unusable (`status` 502 without an answer)."""
+
+    def __init__(
+        self, status: int, message: str, *, error: Mapping[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.error = dict(error or {})  # the provider's own `error` object, if any
+
+
+class UpstreamTimeout(UpstreamError):
+    def __init__(self, message: str = "The AI provider did not answer in time.") -> None:
+        super().__init__(504, message)
+
+
+class UpstreamRateLimited(UpstreamError):
+    def __init__(
+        self,
+        retry_after: float | None,
+        message: str = "The AI provider is rate limiting requests.",
+        *,
+        error: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(429, message, error=error)
+        self.retry_after = retry_after
+
+
+class UpstreamBusy(UpstreamRateLimited):
+    """The provider's limits, as counted here, leave no room within the allowed wait."""
+
+    retry_after: float
+
+    def __init__(self, retry_after: float, model: str) -> None:
+        message = (
+            f"The AI provider's rate limit for {model} is reached; retry after {retry_after:.1f}s."
+        )
+        super().__init__(retry_after, message)
+
+
+# the client ---------------------------------------------------------------------------
+
+_lock = threading.RLock()
+_client: openai.OpenAI | None = None
+_mock: MockTransport | None = None
+
+
+def client() -> openai.OpenAI:
+    """This process's SDK client: OPENAI_API_KEY / OPENAI_BASE_URL, else the mock provider."""
+    global _client
+    if _client is None:
+        with _lock:
+            if _client is None:
+                _client = _build_client()
+    return _client
+
+
+def _build_client() -> openai.OpenAI:
+    timeout = conf.UPSTREAM_TIMEOUT
+    if os.environ.get("OPENAI_API_KEY"):
+        return openai.OpenAI(timeout=timeout, max_retries=0)
+    logger.info("quotas: no OPENAI_API_KEY; answering with the built-in mock provider")
+    return openai.OpenAI(
+        api_key="mock",
+        base_url=MOCK_BASE_URL,
+        timeout=timeout,
+        max_retries=0,
+        http_client=httpx.Client(transport=mock_transport()),
+    )
+
+
+def mock_transport() -> MockTransport:
+    """The mock provider this process's client talks to when OPENAI_API_KEY is not set."""
+    global _mock
+    with _lock:
+        if _mock is None:
+            _mock = MockTransport()
+        return _mock
+
+
+def reset_client() -> None:
+    """Forget the client and the mock (tests changing the environment)."""
+    global _client, _mock
+    with _lock:
+        _client = _mock = None
+
+
+# calls --------------------------------------------------------------------------------
+
+
+def chat(params: dict[str, Any]) -> dict[str, Any]:
+    """One chat completion; the provider's JSON answer."""
+    arguments = _arguments(params, stream=False)
+    try:
+        raw = client().chat.completions.with_raw_response.create(**arguments)
+        answer = raw.http_response.json()
+    except (openai.APIError, ValueError) as exc:
+        raise _translate(exc) from exc
+    if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
+        raise UpstreamError(502, "The AI provider answered with something other than a completion.")
+    return answer
+
+
+def chat_stream(params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A streamed chat completion, chunk by chunk, the last one with `usage`.
+
+    Connects at once (so refusals raise here); a failure mid-stream raises from the iterator.
+    """
+    arguments = _arguments(params, stream=True)
+    try:
+        stream = client().chat.completions.create(**arguments)
+    except (openai.APIError, ValueError) as exc:
+        raise _translate(exc) from exc
+    return _chunks(stream)
+
+
+def _chunks(stream: openai.Stream[Any]) -> Iterator[dict[str, Any]]:
+    try:
+        for chunk in stream:
+            yield chunk.to_dict(mode="json")
+    except (openai.APIError, ValueError) as exc:
+        raise _translate(exc) from exc
+    finally:
+        stream.close()
+
+
+def _arguments(params: dict[str, Any], *, stream: bool) -> dict[str, Any]:
+    if "model" not in params or "messages" not in params:
+        raise ValueError("A chat completion needs 'model' and 'messages'.")
+    arguments: dict[str, Any] = {"timeout": conf.UPSTREAM_TIMEOUT}
+    extra: dict[str, Any] = {}
+    for name, value in params.items():
+        if name not in ("stream", "stream_options"):
+            (arguments if name in SDK_PARAMS else extra)[name] = value
+    if stream:
+        options = params.get("stream_options")
+        arguments["stream"] = True
+        arguments["stream_options"] = {
+            **(options if isinstance(options, dict) else {}),
+            "include_usage": True,
+        }
+    if extra:
+        arguments["extra_body"] = extra
+    return arguments
+
+
+def _translate(exc: Exception) -> UpstreamError:
+    if isinstance(exc, openai.APITimeoutError):
+        return UpstreamTimeout()
+    if isinstance(exc, openai.APIStatusError):
+        error = exc.body if isinstance(exc.body, dict) else {}
+        message = str(error.get("message") or f"The AI provider answered {exc.status_code}.")
+        if isinstance(exc, openai.RateLimitError):
+            return UpstreamRateLimited(retry_after(exc.response.headers), message, error=error)
+        return UpstreamError(exc.status_code, message, error=error)
+    if isinstance(exc, openai.APIConnectionError):
+        return UpstreamError(
+            502, f"The connection to the AI provider failed: {exc.__cause__ or exc}"
+        )
+    if isinstance(exc, openai.APIError):  # e.g. an error event mid-stream
+        return UpstreamError(502, f"The AI provider failed: {exc.message}")
+    return UpstreamError(502, f"The AI provider answered malformed data: {exc}")
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds a provider asks to wait: `retry-after-ms`, then `retry-after` (seconds or date)."""
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) / scale)
+        except ValueError:
+            pass
+        try:
+            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            pass
+    return None
+
+
+# the provider's own limits ----------------------------------------------------------------
+
+
+class UpstreamLimiter:
+    """Keeps calls to each model within the provider's per-minute limits, for all app servers.
+
+    An ask above the per-minute token capacity is clamped to it: it waits for a full
+    bucket, then the provider has the last word. Reservations here are never settled:
+    like OpenAI's own limiter, it counts the estimate (prompt plus max_tokens).
+    """
+
+    sleep: Callable[[float], None] = staticmethod(time.sleep)
+    # Seconds since the epoch for the counters; None: Redis's clock. Tests set a fake one.
+    clock: Callable[[], float] | None = None
+
+    def __init__(self, engine: QuotaEngine) -> None:
+        self.engine = engine
+
+    def acquire(
+        self,
+        model: str,
+        requests_per_minute: int | None,
+        tokens_per_minute: int | None,
+        tokens: int,
+        max_wait: float,
+    ) -> None:
+        """Take one request and `tokens` from `model`'s limits, waiting up to `max_wait` seconds.
+
+        Raises UpstreamBusy at once when the wait would be longer, and CountersUnavailable
+        when Redis cannot be reached.
+        """
+        limits = []
+        if requests_per_minute:
+            rpm = requests_per_minute
+            limits.append(Limit("upstream_requests_per_minute", RATE_REQUESTS, rpm, burst=rpm))
+        if tokens_per_minute:
+            tpm = tokens_per_minute
+            limits.append(Limit("upstream_tokens_per_minute", RATE_TOKENS, tpm, burst=tpm))
+            tokens = min(tokens, tpm)
+        policy = Policy(limits=tuple(limits), track_usage=False, rehydrate=False)
+        timer = self.clock or time.monotonic
+        deadline = timer() + max_wait
+        while True:
+            wait = self.backoff_remaining(model)
+            if wait <= 0 and limits:
+                now = self.clock() if self.clock else None
+                decision = self.engine.reserve(_subject(model), policy, tokens=tokens, now=now)
+                if decision.allowed:
+                    return
+                wait = decision.retry_after
+            if wait <= 0:
+                return
+            if timer() + wait > deadline:
+                raise UpstreamBusy(wait, model)
+            self.sleep(wait)
+
+    def backoff(self, model: str, seconds: float) -> None:
+        """Hold every app server's calls to `model` for `seconds` (a provider 429's Retry-After)."""
+        ms = math.ceil(seconds * 1000)
+        if ms <= 0:
+            return
+        key = self._backoff_key(model)
+        try:
+            if self.engine.client.pttl(key) < ms:
+                self.engine.client.set(key, "1", px=ms)
+        except redis.RedisError:
+            logger.warning("quotas: could not record the provider's backoff", exc_info=True)
+
+    def backoff_remaining(self, model: str) -> float:
+        """Seconds left of a backoff recorded for `model`; 0 if none."""
+        with unavailable_on_error():
+            ms = int(self.engine.client.pttl(self._backoff_key(model)))
+        return max(ms, 0) / 1000
+
+    def _backoff_key(self, model: str) -> str:
+        return self.engine.key(_subject(model), "backoff")
+
+
+def _subject(model: str) -> str:
+    return f"upstream:{model}"

@@ -1,0 +1,65 @@
+"""Two gunicorn app servers sharing one Redis keep every limit exact."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from django.db.models import Sum
+
+from quotas.models import UsageRecord
+
+from .http import call
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+def _hammer(calls: list[tuple[str, dict[str, Any]]], threads: int) -> list[int]:
+    barrier = threading.Barrier(threads)
+
+    def worker(chunk: list[tuple[str, dict[str, Any]]]) -> list[int]:
+        barrier.wait()
+        return [call(url, **kwargs)[0] for url, kwargs in chunk]
+
+    chunks = [calls[i::threads] for i in range(threads)]
+    with ThreadPoolExecutor(threads) as pool:
+        return [s for part in pool.map(worker, chunks) for s in part]
+
+
+def test_request_limit_is_exact_across_two_servers(real_redis, app_servers, tier_user):
+    _, key = tier_user(requests_per_minute=1, burst=50)
+    servers = app_servers(real_redis, count=2)
+    headers = {"Authorization": f"Bearer {key}"}
+    # 32 concurrent clients x 10 attempts, alternating between the two servers.
+    calls = [(f"{servers[i % 2]}/v1/quota", {"headers": headers}) for i in range(320)]
+    statuses = _hammer(calls, threads=32)
+    print(f"\n320 attempts over 2 app servers: {statuses.count(200)} admitted")
+    assert statuses.count(200) == 50
+    assert statuses.count(429) == 270
+
+
+def test_token_budget_holds_across_two_servers(real_redis, app_servers, tier_user):
+    user, key = tier_user(tokens_per_day=2000, requests_per_minute=10_000, burst=10_000)
+    servers = app_servers(real_redis, count=2)
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "Count the budget down."}],
+        "max_tokens": 60,
+    }
+    headers = {"Authorization": f"Bearer {key}"}
+    calls = [
+        (f"{servers[i % 2]}/v1/chat/completions", {"json": body, "headers": headers})
+        for i in range(80)
+    ]
+    statuses = _hammer(calls, threads=40)
+    totals = UsageRecord.objects.filter(user=user).aggregate(
+        requests=Sum("requests"), prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens")
+    )
+    spent = (totals["prompt"] or 0) + (totals["completion"] or 0)
+    print(f"\n80 requests by 40 clients: {statuses.count(200)} served, {spent} tokens settled")
+    assert 500 not in statuses
+    assert statuses.count(429) > 0
+    assert spent <= 2000
+    assert totals["requests"] == statuses.count(200)
