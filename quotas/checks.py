@@ -42,7 +42,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     ):
         errors.append(
             Error(
-                f"QUOTAS['REDIS_URL'] has an unsupported scheme: {url.split('://', 1)[0]!r}.",
+                f"QUOTAS['REDIS_URL'] has an unsupported scheme: {str(url).split('://', 1)[0]!r}.",
                 hint="Use redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://.",
                 id="quotas.E003",
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from dataclasses import dataclass, fields
@@ -14,6 +15,8 @@ from .counters import get_engine
 from .engine import Limit, Policy
 from .engine import limits as codes
 from .models import LIMIT_FIELDS, AIModel, Tier, UserQuota
+
+logger = logging.getLogger("quotas")
 
 
 @dataclass(frozen=True)
@@ -177,9 +180,12 @@ def quota_for_anonymous() -> Quota:
 
     def load() -> Quota:
         slug = conf.ANONYMOUS_TIER
+        tier = None
         if slug:
             tier = Tier.objects.prefetch_related("allowed_models").filter(slug=slug).first()
-        else:
+            if tier is None:
+                logger.warning("quotas: ANONYMOUS_TIER %r does not exist; using the default", slug)
+        if tier is None:
             tier = default_tier()
         return quota_from_tier(tier)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
@@ -20,3 +21,5 @@ from .models import AIModel, Tier, UserQuota
 @receiver(m2m_changed, sender=Tier.allowed_models.through)
 def quotas_changed(**kwargs: Any) -> None:
     policy.invalidate()
+    # Again once committed: another process may have cached the old rows in between.
+    transaction.on_commit(policy.invalidate)

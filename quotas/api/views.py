@@ -116,7 +116,9 @@ class QuotaView(CallerAPIView):
                 "quota_unavailable",
                 headers={"Retry-After": "1"},
             )
-        return Response(quota_report(quota, decision))
+        # Every limit's headers, the token budgets included (the throttle's cover requests only).
+        headers = {k: v for k, v in rate_limit_headers(decision).items() if k != "Retry-After"}
+        return Response(quota_report(quota, decision), headers=headers)
 
 
 def not_found(request: Any, *args: Any, **kwargs: Any) -> Any:

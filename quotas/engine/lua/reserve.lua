@@ -14,7 +14,8 @@
 -- ARGV[9]       "1": a missing day or month hash must be seeded by the caller first
 -- ARGV[10..15]  start, end (us) of the three day windows of KEYS[3..5]
 -- ARGV[16..21]  start, end (us) of the three month windows of KEYS[6..8]
--- ARGV[22]      window grace (us): how long a window hash outlives its window
+-- ARGV[22]      grace (us): how long a window hash outlives its window, and an expired
+--               lease stays in the lease set (no longer counted) for a late settle
 --
 -- Expiries are set relative to `now`, so a clock given in ARGV[1] ages keys consistently.
 -- ARGV[23]      n, the number of limits; then 4 values each: code, amount, burst, interval (us)
@@ -108,7 +109,6 @@ for i, l in ipairs(limits) do
   else
     local used, cost, reset
     if l.period == 'c' then
-      if not peek then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) end
       used = redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf')
       cost = member ~= '' and 1 or 0
       reset = 0
@@ -181,10 +181,12 @@ if not peek then
   charge(dkey, dend, uses_day)
   charge(mkey, mend, uses_month)
   if member ~= '' then
-    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+    -- Expired leases no longer count, but are kept for `grace` so a late settle still
+    -- finds its reservation and moves the counters by actual - reserved.
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. fmt(now - grace))
     local expiry = now + tonumber(ARGV[6])
     redis.call('ZADD', KEYS[2], fmt(expiry), member)
-    redis.call('PEXPIRE', KEYS[2], fmt(math.ceil(tonumber(ARGV[6]) / 1000) + 1))
+    redis.call('PEXPIRE', KEYS[2], fmt(math.ceil((tonumber(ARGV[6]) + grace) / 1000) + 1))
   end
 end
 

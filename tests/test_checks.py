@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import pytest
+from django.core.checks import Error, Tags, Warning, run_checks
+
+from quotas.checks import check_settings
+
+VALID = {"REDIS_URL": "redis://127.0.0.1:6379/0"}
+
+
+def ids(messages):
+    return [m.id for m in messages]
+
+
+def test_valid_settings_pass(settings):
+    settings.QUOTAS = VALID
+    assert check_settings() == []
+
+
+def test_registered_with_django(settings):
+    settings.QUOTAS = "redis://localhost"
+    assert "quotas.E001" in ids(run_checks(tags=[Tags.compatibility]))
+
+
+def test_e001_quotas_not_a_dict(settings):
+    settings.QUOTAS = ["REDIS_URL"]
+    [message] = check_settings()
+    assert isinstance(message, Error)
+    assert message.id == "quotas.E001"
+    assert message.hint
+
+
+def test_e002_unknown_keys(settings):
+    settings.QUOTAS = {**VALID, "REDIS_ULR": "x", "FAILOPEN": True}
+    [message] = check_settings()
+    assert message.id == "quotas.E002"
+    assert "FAILOPEN, REDIS_ULR" in message.msg
+    assert "REDIS_URL" in message.hint
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:6379", "memcached://x"])
+def test_e003_unsupported_redis_scheme(settings, url):
+    settings.QUOTAS = {"REDIS_URL": url}
+    [message] = check_settings()
+    assert message.id == "quotas.E003"
+    assert repr(url.split("://")[0]) in message.msg
+
+
+def test_e003_not_a_url(settings):
+    settings.QUOTAS = {"REDIS_URL": 6379}
+    [message] = check_settings()
+    assert message.id == "quotas.E003"
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://h", "rediss://h", "unix:///tmp/r.sock", "redis+cluster://h:7000"]
+)
+def test_e003_supported_schemes(settings, url):
+    settings.QUOTAS = {"REDIS_URL": url}
+    assert check_settings() == []
+
+
+def test_e004_unknown_time_zone(settings):
+    settings.QUOTAS = {**VALID, "TIME_ZONE": "Mars/Olympus_Mons"}
+    [message] = check_settings()
+    assert message.id == "quotas.E004"
+    assert "Mars/Olympus_Mons" in message.msg
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("NUM_PROXIES", -1), ("NUM_PROXIES", "1"), ("NUM_PROXIES", True), ("LEASE_SECONDS", None)],
+)
+def test_e005_negative_or_not_a_number(settings, name, value):
+    settings.QUOTAS = {**VALID, name: value}
+    [message] = check_settings()
+    assert message.id == "quotas.E005"
+    assert name in message.msg
+
+
+def test_w001_no_redis_url_in_production(settings):
+    settings.DEBUG = False
+    settings.QUOTAS = {}
+    [message] = check_settings()
+    assert isinstance(message, Warning)
+    assert message.id == "quotas.W001"
+    assert message.hint
+
+
+def test_w001_silent_in_debug(settings):
+    settings.DEBUG = True
+    settings.QUOTAS = {}
+    assert check_settings() == []

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import re
+from io import StringIO
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+from rest_framework.test import APIClient
+
+from quotas.models import AIModel, APIKey, Tier, UserQuota
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def run(*args: str) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def quota_with(key: str):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    return client.get("/v1/quota")
+
+
+@pytest.fixture
+def ada():
+    return get_user_model().objects.create_user("ada")
+
+
+class TestCreateAPIKey:
+    def test_prints_a_working_key(self, ada):
+        key = run("create_api_key", "ada").strip()
+        assert re.fullmatch(r"\w{8}\.\w{32}", key)
+        response = quota_with(key)
+        assert response.status_code == 200
+        assert response.json()["tier"]["slug"] == "default"
+        assert APIKey.objects.get(user=ada).name == "cli"
+
+    def test_each_run_a_new_key(self, ada):
+        first, second = run("create_api_key", "ada"), run("create_api_key", "ada")
+        assert first != second
+        assert APIKey.objects.filter(user=ada, revoked=False).count() == 2
+
+    def test_tier(self, ada):
+        Tier.objects.create(slug="pro", name="Pro")
+        key = run("create_api_key", "ada", "--tier", "pro", "--name", "laptop").strip()
+        assert UserQuota.objects.get(user=ada).tier.slug == "pro"
+        assert quota_with(key).json()["tier"]["slug"] == "pro"
+        assert APIKey.objects.get(user=ada).name == "laptop"
+
+    def test_tier_keeps_the_users_overrides(self, ada):
+        Tier.objects.create(slug="pro", name="Pro")
+        UserQuota.objects.create(user=ada, tokens_per_day=5, note="trial")
+        run("create_api_key", "ada", "--tier", "pro")
+        quota = UserQuota.objects.get(user=ada)
+        assert (quota.tier.slug, quota.tokens_per_day, quota.note) == ("pro", 5, "trial")
+
+    def test_unknown_user(self):
+        with pytest.raises(CommandError, match=r"^No user named 'bob'\.$"):
+            run("create_api_key", "bob")
+
+    def test_unknown_tier(self, ada):
+        with pytest.raises(CommandError, match=r"^No tier 'gold'; known tiers: default\.$"):
+            run("create_api_key", "ada", "--tier", "gold")
+        assert not APIKey.objects.exists()
+
+
+class TestSeedDemo:
+    @staticmethod
+    def demo_key(output: str) -> str:
+        match = re.search(r"its API key: (\S+)", output)
+        assert match, output
+        return match.group(1)
+
+    def test_loads_the_demo(self):
+        output = run("seed_demo")
+        assert "Admin login: admin / admin" in output
+        assert quota_with(self.demo_key(output)).json()["tier"]["slug"] == "free"
+        assert set(Tier.objects.values_list("slug", flat=True)) == {"default", "free", "pro"}
+        assert get_user_model().objects.get(username="admin").check_password("admin")
+
+    def test_idempotent(self):
+        old = self.demo_key(run("seed_demo"))
+        output = run("seed_demo")
+        new = self.demo_key(output)
+        assert Tier.objects.count() == 3
+        assert AIModel.objects.count() == 3
+        assert get_user_model().objects.filter(username="demo").count() == 1
+        assert "password unchanged" in output
+        assert quota_with(old).status_code == 401
+        assert quota_with(new).status_code == 200
+        assert APIKey.objects.filter(user__username="demo", revoked=False).count() == 1
+
+    def test_keeps_a_changed_admin_password(self):
+        run("seed_demo")
+        admin = get_user_model().objects.get(username="admin")
+        admin.set_password("s3cret-enough")
+        admin.save()
+        run("seed_demo")
+        admin.refresh_from_db()
+        assert admin.check_password("s3cret-enough")
