@@ -5,9 +5,18 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import redis
+from redis.exceptions import RedisClusterException
+
+from .engine import CountersUnavailable
+
 _embedded_server: Any = None
 
 DEFAULT_TIMEOUT = 1.0
+
+
+class ClusterUnreachable(CountersUnavailable, RedisClusterException):
+    """No cluster node answered: unlike `redis.Redis`, a cluster client connects at once."""
 
 
 def connect(url: str | None) -> Any:
@@ -30,10 +39,11 @@ def connect(url: str | None) -> Any:
         from redis.cluster import RedisCluster
 
         plain = scheme.split("+", 1)[0]
-        return RedisCluster.from_url(f"{plain}://{rest}", **options)
+        try:
+            return RedisCluster.from_url(f"{plain}://{rest}", **options)
+        except (RedisClusterException, redis.ConnectionError, redis.TimeoutError) as exc:
+            raise ClusterUnreachable(str(exc)) from exc
     if scheme in ("redis", "rediss", "unix"):
-        import redis
-
         return redis.Redis.from_url(url, **options)
     raise ValueError(
         f"Unsupported Redis URL scheme {scheme!r}: use redis://, rediss://, unix://, "

@@ -1,0 +1,144 @@
+"""Reconciliation: each user's Redis window counters against the ledger, and their repair.
+
+Redis is consistent when a window's counters equal the ledger's totals plus what the
+reservations still in flight (unexpired leases) took from that window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import redis
+from django.contrib.auth import get_user_model
+
+from .conf import conf
+from .engine import Policy, QuotaEngine, Usage, Window, current_windows
+from .services import ledger_usage, user_subject, window_days
+
+FIELDS = ("requests", "tokens", "spend")
+HASH_FIELDS = ("r", "t", "s")  # the window hash's field for each of FIELDS
+ATTEMPTS = 5  # reads of one user before giving up on counters that keep changing
+
+
+@dataclass(frozen=True)
+class WindowCheck:
+    """One user's counters in one window: Redis, the ledger and the reservations in flight."""
+
+    user_id: int
+    username: str
+    window: Window
+    redis: Usage
+    ledger: Usage
+    in_flight: Usage
+    fixed: bool = False
+
+    def drift(self, field: str) -> int:
+        expected = getattr(self.ledger, field) + getattr(self.in_flight, field)
+        return int(getattr(self.redis, field)) - expected
+
+    @property
+    def drifted(self) -> tuple[str, ...]:
+        return tuple(field for field in FIELDS if self.drift(field))
+
+    @property
+    def expected(self) -> Usage:
+        return Usage(*(getattr(self.ledger, f) + getattr(self.in_flight, f) for f in FIELDS))
+
+
+def users_to_check(now_us: int, username: str | None = None) -> Any:
+    """(id, username) of every user with ledger rows this month, or of the one named."""
+    User = get_user_model()
+    users = User.objects.order_by("pk")
+    if username is None:
+        first, last = window_days(current_windows(now_us, conf.TIME_ZONE)[1])
+        users = users.filter(usage_records__day__gte=first, usage_records__day__lte=last)
+    else:
+        users = users.filter(**{User.USERNAME_FIELD: username})
+    return users.distinct().values_list("pk", User.USERNAME_FIELD)
+
+
+def in_flight(leases: Iterable[tuple[Any, float]], window: Window, lease_us: int) -> Usage:
+    """What the unexpired leases (member, expiry in us) hold in `window`.
+
+    A lease member is "id:requests:tokens:spend"; a reservation was charged to the window
+    of its start, its expiry less the lease duration.
+    """
+    totals = [0, 0, 0]
+    for member, expiry in leases:
+        text = member.decode() if isinstance(member, bytes) else str(member)
+        parts = text.split(":")
+        if len(parts) != 4 or not window.start_us <= int(expiry) - lease_us < window.end_us:
+            continue
+        for i, amount in enumerate(parts[1:]):
+            totals[i] += int(amount)
+    return Usage(*totals)
+
+
+def counted(fields: dict[Any, Any]) -> Usage:
+    """A window hash's amounts (the engine keeps other fields too, such as denials)."""
+    named = {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in fields.items()}
+    return Usage(*(named.get(name, 0) for name in HASH_FIELDS))
+
+
+def check_user(
+    engine: QuotaEngine, user_id: int, username: str, *, fix: bool = False
+) -> list[WindowCheck]:
+    """The user's current day and month against the ledger; with `fix`, repaired.
+
+    The counters and the leases are read in one watched transaction, and a repair is
+    applied only if neither changed in between, so concurrent reservations stay counted.
+    """
+    subject = user_subject(user_id)
+    policy = Policy(time_zone=conf.TIME_ZONE, track_usage=True, rehydrate=True)
+    lease_us = int(conf.LEASE_SECONDS * 1_000_000)
+    checks: list[WindowCheck] = []
+    for _attempt in range(ATTEMPTS):
+        # Peeking creates a missing window from the ledger, as any decision would.
+        decision = engine.peek(subject, policy, seeder=lambda _s, w: ledger_usage(user_id, w))
+        if decision.day is None or decision.month is None:  # pragma: no cover - always set
+            raise RuntimeError("The engine did not say which windows are current.")
+        windows = (decision.day, decision.month)
+        ledgers = [ledger_usage(user_id, w) for w in windows]
+        keys = [engine.window_key(subject, w) for w in windows]
+        lease_key = engine.key(subject, "lease")
+        with engine.client.pipeline(transaction=True) as pipe:
+            pipe.watch(lease_key, *keys)
+            leases = pipe.zrangebyscore(lease_key, f"({decision.now_us}", "+inf", withscores=True)
+            counters = [pipe.hgetall(key) for key in keys]
+            if not all(counters):
+                continue  # expired or flushed since the peek: seed it again
+            checks = [
+                WindowCheck(
+                    user_id,
+                    username,
+                    window,
+                    counted(values),
+                    ledger,
+                    in_flight(leases, window, lease_us),
+                )
+                for window, values, ledger in zip(windows, counters, ledgers, strict=True)
+            ]
+            if not fix or not any(check.drifted for check in checks):
+                return checks
+            pipe.multi()
+            for key, check in zip(keys, checks, strict=True):
+                if check.drifted:
+                    target = check.expected
+                    amounts = (target.requests, target.tokens, target.spend)
+                    pipe.hset(key, mapping=dict(zip(HASH_FIELDS, amounts, strict=True)))
+            try:
+                pipe.execute()
+            except redis.WatchError:
+                continue  # a reservation or settlement came in between: read again
+            return [replace(check, fixed=bool(check.drifted)) for check in checks]
+    return checks  # still changing: reported, not repaired
+
+
+def reconcile(
+    engine: QuotaEngine, users: Iterable[tuple[int, str]], *, fix: bool = False
+) -> Iterator[WindowCheck]:
+    """Every window check of every user, in order."""
+    for user_id, username in users:
+        yield from check_user(engine, user_id, username, fix=fix)
