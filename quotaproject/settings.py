@@ -32,6 +32,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework_api_key",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "quotas",
 ]
 
@@ -96,13 +98,29 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_THROTTLE_CLASSES": ["quotas.throttling.TierRateThrottle"],
     "EXCEPTION_HANDLER": "quotas.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "django-ai-quotas",
+    "DESCRIPTION": "OpenAI-compatible endpoints behind per-user quotas (/v1/), "
+    "and the staff API (/api/).",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 QUOTAS = {
     "REDIS_URL": REDIS_URL,
     "NUM_PROXIES": int(os.environ.get("QUOTAS_NUM_PROXIES", "0")),
     "FAIL_OPEN": _flag("QUOTAS_FAIL_OPEN", True),
+    "LEASE_SECONDS": float(os.environ.get("QUOTAS_LEASE_SECONDS", "300")),
+    "UPSTREAM_TIMEOUT": float(os.environ.get("QUOTAS_UPSTREAM_TIMEOUT", "60")),
 }
+if os.environ.get("QUOTAS_ORG_SPEND_PER_MONTH"):
+    QUOTAS["ORG_SPEND_PER_MONTH"] = os.environ["QUOTAS_ORG_SPEND_PER_MONTH"]
 
 LOGGING = {
     "version": 1,

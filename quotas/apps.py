@@ -10,3 +10,4 @@ class QuotasConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks, signals  # noqa: F401
+        from .api import schema  # noqa: F401  (OpenAPI descriptions of the /v1/ views)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from datetime import date, datetime
+from typing import Any
 
-from django.db.models import Sum
+from django.contrib.auth import get_user_model
+from django.db.models import F, Sum
 
-from .engine import Usage, Window
+from .conf import conf
+from .engine import Usage, Window, current_windows
 from .models import QuotaAdjustment, UsageRecord
 from .policy import to_micros
 
@@ -50,3 +54,47 @@ def ledger_usage(user_id: int | None, window: Window) -> Usage:
         requests -= given["requests"] or 0
         tokens -= given["tokens"] or 0
     return Usage(requests=requests, tokens=tokens, spend=to_micros(totals["cost"] or 0))
+
+
+def today() -> tuple[date, date, date]:
+    """(today, first and last day of this month) in the quota time zone."""
+    day, month = current_windows(int(time.time() * 1_000_000), conf.TIME_ZONE)
+    return window_day(day), *window_days(month)
+
+
+def ledger_rows(
+    *,
+    user_id: int | None = None,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    model: str | None = None,
+    group_by: tuple[str, ...] = ("day",),
+) -> list[dict[str, Any]]:
+    """Ledger sums grouped by any of "day", "user", "model"; in that order, newest day first."""
+    rows = UsageRecord.objects.all()
+    if user_id is not None:
+        rows = rows.filter(user_id=user_id)
+    if date_from is not None:
+        rows = rows.filter(day__gte=date_from)
+    if date_to is not None:
+        rows = rows.filter(day__lte=date_to)
+    if model:
+        rows = rows.filter(model=model)
+    columns = {"day": "day", "user": "user_id", "model": "model"}
+    keys = [columns[name] for name in ("day", "user", "model") if name in group_by]
+    if "user" in group_by:
+        username = f"user__{get_user_model().USERNAME_FIELD}"
+        rows = rows.annotate(username=F(username))
+        keys.append("username")
+    sums = rows.values(*keys).annotate(
+        requests=Sum("requests"),
+        prompt_tokens=Sum("prompt_tokens"),
+        completion_tokens=Sum("completion_tokens"),
+        cost=Sum("cost"),
+        denied=Sum("denied"),
+    )
+    order = [f"-{k}" if k == "day" else k for k in keys]
+    return [
+        {**row, "total_tokens": row["prompt_tokens"] + row["completion_tokens"]}
+        for row in sums.order_by(*order)
+    ]

@@ -84,6 +84,7 @@ class QuotaService:
     def check_request(self, subject: str, quota: Quota, *, track_usage: bool) -> Decision:
         """Charge one request against the request limits of `quota` (rate, burst, per day)."""
         policy = quota.policy(budgets=False, track_usage=track_usage)
+        self.recover()
         return self.engine.reserve(subject, policy, now=self._now(), seeder=_seed_from_ledger)
 
     # AI calls -----------------------------------------------------------------------
@@ -256,142 +257,10 @@ class QuotaService:
 
     def usage(self, user_id: int, quota: Quota) -> Decision:
         """Where every limit of a user stands, charging nothing."""
+        self.recover()
         return self.engine.peek(
             user_subject(user_id), quota.policy(), now=self._now(), seeder=_seed_from_ledger
         )
 
 
 service = QuotaService()
-
-
-# staff adjustments and read-only figures for the admin and the staff API ------------
-# (imports kept with the functions they serve, appended while this module is reworked)
-
-from datetime import date  # noqa: E402
-from typing import Any  # noqa: E402
-
-from django.contrib.auth import get_user_model  # noqa: E402
-from django.db import transaction  # noqa: E402
-from django.db.models import F, Sum  # noqa: E402
-
-from .engine import current_windows  # noqa: E402
-from .engine.engine import unavailable_on_error  # noqa: E402
-from .models import QuotaAdjustment  # noqa: E402
-
-
-def today() -> tuple[date, date, date]:
-    """(today, first and last day of this month) in the quota time zone."""
-    day, month = current_windows(int(time.time() * 1_000_000), conf.TIME_ZONE)
-    return window_day(day), *window_days(month)
-
-
-def apply_adjustment(
-    user_id: int,
-    *,
-    kind: str,
-    requests: int = 0,
-    tokens: int = 0,
-    created_by: Any = None,
-    reason: str = "",
-) -> QuotaAdjustment:
-    """Give a user back `requests` and `tokens` for today, effective at once.
-
-    The row goes into the ledger; the user's day counters are then dropped from Redis, so
-    the next request re-seeds them from the ledger less every adjustment of the day. They
-    are dropped again once the row is committed, in case a request re-seeded them in
-    between. Raises `CountersUnavailable` (the row is kept) if Redis cannot be reached.
-    """
-    engine = get_engine()
-    day_window, _ = current_windows(int(time.time() * 1_000_000), conf.TIME_ZONE)
-    adjustment = QuotaAdjustment.objects.create(
-        user_id=user_id,
-        day=window_day(day_window),
-        kind=kind,
-        requests=requests,
-        tokens=tokens,
-        created_by=created_by,
-        reason=reason[:200],
-    )
-    key = engine.window_key(user_subject(user_id), day_window)
-
-    def drop() -> None:
-        with unavailable_on_error():
-            engine.client.delete(key)
-
-    def drop_after_commit() -> None:
-        try:
-            drop()
-        except CountersUnavailable:
-            logger.warning("quotas: Redis unreachable; adjustment %s waits", adjustment.pk)
-
-    drop()
-    transaction.on_commit(drop_after_commit)
-    return adjustment
-
-
-def grant_boost(
-    user_id: int, *, tokens: int = 0, requests: int = 0, created_by: Any = None, reason: str = ""
-) -> QuotaAdjustment:
-    """Extra tokens and requests for the rest of today."""
-    if tokens < 0 or requests < 0 or not (tokens or requests):
-        raise ValueError("A boost adds a positive number of tokens or requests.")
-    return apply_adjustment(
-        user_id,
-        kind=QuotaAdjustment.BOOST,
-        tokens=tokens,
-        requests=requests,
-        created_by=created_by,
-        reason=reason,
-    )
-
-
-def reset_today(user_id: int, *, created_by: Any = None, reason: str = "") -> QuotaAdjustment:
-    """Give back what the user used today (boosts still unused are kept)."""
-    day_window, _ = current_windows(int(time.time() * 1_000_000), conf.TIME_ZONE)
-    used = ledger_usage(user_id, day_window)
-    return apply_adjustment(
-        user_id,
-        kind=QuotaAdjustment.RESET,
-        requests=max(0, used.requests),
-        tokens=max(0, used.tokens),
-        created_by=created_by,
-        reason=reason,
-    )
-
-
-def ledger_rows(
-    *,
-    user_id: int | None = None,
-    date_from: date | None = None,
-    date_to: date | None = None,
-    model: str | None = None,
-    group_by: tuple[str, ...] = ("day",),
-) -> list[dict[str, Any]]:
-    """Ledger sums grouped by any of "day", "user", "model"; in that order, newest day first."""
-    rows = UsageRecord.objects.all()
-    if user_id is not None:
-        rows = rows.filter(user_id=user_id)
-    if date_from is not None:
-        rows = rows.filter(day__gte=date_from)
-    if date_to is not None:
-        rows = rows.filter(day__lte=date_to)
-    if model:
-        rows = rows.filter(model=model)
-    columns = {"day": "day", "user": "user_id", "model": "model"}
-    keys = [columns[name] for name in ("day", "user", "model") if name in group_by]
-    if "user" in group_by:
-        username = f"user__{get_user_model().USERNAME_FIELD}"
-        rows = rows.annotate(username=F(username))
-        keys.append("username")
-    sums = rows.values(*keys).annotate(
-        requests=Sum("requests"),
-        prompt_tokens=Sum("prompt_tokens"),
-        completion_tokens=Sum("completion_tokens"),
-        cost=Sum("cost"),
-        denied=Sum("denied"),
-    )
-    order = [f"-{k}" if k == "day" else k for k in keys]
-    return [
-        {**row, "total_tokens": row["prompt_tokens"] + row["completion_tokens"]}
-        for row in sums.order_by(*order)
-    ]

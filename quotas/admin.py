@@ -1,0 +1,210 @@
+"""The admin: tiers, models, user quotas, API keys, the ledger and the usage dashboard."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.exceptions import NotRegistered
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpRequest
+from django.urls import path
+from rest_framework_api_key.admin import APIKeyModelAdmin
+from rest_framework_api_key.models import APIKey as LibraryAPIKey
+
+from . import admin_actions, dashboard
+from .models import LIMIT_FIELDS, AIModel, APIKey, QuotaAdjustment, Tier, UsageRecord, UserQuota
+
+
+class TierForm(forms.ModelForm):
+    class Meta:
+        model = Tier
+        fields = (
+            "name",
+            "slug",
+            "is_default",
+            *LIMIT_FIELDS,
+            "allowed_models",
+            "default_model",
+            "fallback_model",
+            "degrade_at_percent",
+        )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        tier = Tier(
+            default_model=data.get("default_model"), fallback_model=data.get("fallback_model")
+        )
+        try:
+            tier.validate_models(list(data.get("allowed_models") or []))
+        except ValidationError as exc:
+            for name, errors in exc.message_dict.items():
+                self.add_error(name, errors)
+        return data
+
+
+@admin.register(Tier)
+class TierAdmin(admin.ModelAdmin):
+    form = TierForm
+    list_display = ("name", "slug", "is_default", *LIMIT_FIELDS)
+    list_display_links = ("name",)
+    empty_value_display = "unlimited"
+    search_fields = ("name", "slug")
+    prepopulated_fields = {"slug": ("name",)}
+    filter_horizontal = ("allowed_models",)
+    fieldsets = (
+        (None, {"fields": ("name", "slug", "is_default")}),
+        ("Limits", {"fields": LIMIT_FIELDS, "description": "Empty means unlimited."}),
+        (
+            "Models",
+            {"fields": ("allowed_models", "default_model", "fallback_model", "degrade_at_percent")},
+        ),
+    )
+
+
+@admin.register(AIModel)
+class AIModelAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "input_price_per_million",
+        "output_price_per_million",
+        "upstream_requests_per_minute",
+        "upstream_tokens_per_minute",
+        "active",
+    )
+    list_filter = ("active",)
+    search_fields = ("name",)
+    empty_value_display = "none"
+
+
+class UserQuotaInline(admin.StackedInline):
+    model = UserQuota
+    can_delete = True
+    max_num = 1
+    verbose_name_plural = "quota"
+    fieldsets = (
+        (None, {"fields": ("tier", "blocked", "note")}),
+        ("Overrides", {"fields": LIMIT_FIELDS, "description": "Empty: the tier's value."}),
+    )
+
+
+User = get_user_model()
+try:
+    BaseUserAdmin: type[admin.ModelAdmin] = type(admin.site.get_model_admin(User))
+    admin.site.unregister(User)
+except NotRegistered:
+    BaseUserAdmin = UserAdmin
+
+
+@admin.register(User)
+class QuotaUserAdmin(BaseUserAdmin):
+    """The project's user admin, with the quota inline, usage panel and counter actions."""
+
+    inlines = (*BaseUserAdmin.inlines, UserQuotaInline)
+    actions = (*(BaseUserAdmin.actions or ()), admin_actions.reset_today, admin_actions.grant_boost)
+    list_filter = (*BaseUserAdmin.list_filter, "quota__tier", "quota__blocked")
+    change_form_template = "admin/quotas/user_change_form.html"
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> Any:
+        extra_context = dict(extra_context or {})
+        user = self.get_object(request, object_id)
+        if user is not None and request.user.has_perm("quotas.view_usagerecord"):
+            extra_context["quota_panel"] = dashboard.user_panel(user, history=True)
+            extra_context["can_adjust"] = self.has_change_permission(request, user)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+
+# The library's own APIKey model is not accepted by this project's authentication.
+if admin.site.is_registered(LibraryAPIKey):
+    admin.site.unregister(LibraryAPIKey)
+
+
+@admin.register(APIKey)
+class APIKeyAdmin(APIKeyModelAdmin):
+    """Keys are created here and shown once, in a message; only their hash is stored."""
+
+    list_display = ("prefix", "user", "name", "created", "last_used_at", "expiry_date", "revoked")
+    list_filter = ("revoked", "created")
+    list_select_related = ("user",)
+    search_fields = ("prefix", "name", "user__username")
+    autocomplete_fields = ("user",)
+    actions = ("revoke",)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        fields = (*super().get_readonly_fields(request, obj), "last_used_at")
+        return (*fields, "user") if obj is not None else fields
+
+    @admin.action(description="Revoke the selected keys", permissions=["change"])
+    def revoke(self, request: HttpRequest, queryset: Any) -> None:
+        count = queryset.filter(revoked=False).update(revoked=True)
+        self.message_user(request, f"{count} key(s) revoked.", messages.SUCCESS)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(ReadOnlyAdmin):
+    list_display = (
+        "day",
+        "user",
+        "model",
+        "requests",
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "cost",
+        "denied",
+    )
+    list_filter = (
+        ("user", admin.RelatedOnlyFieldListFilter),
+        "model",
+        "user__quota__tier",
+    )
+    list_select_related = ("user",)
+    date_hierarchy = "day"
+    search_fields = ("user__username", "model")
+
+    def get_urls(self) -> list[Any]:
+        view = self.admin_site.admin_view(self.dashboard_view)
+        return [path("dashboard/", view, name="quotas_dashboard"), *super().get_urls()]
+
+    def dashboard_view(self, request: HttpRequest) -> Any:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return admin_actions.dashboard_view(self, request)
+
+
+@admin.register(QuotaAdjustment)
+class QuotaAdjustmentAdmin(ReadOnlyAdmin):
+    list_display = (
+        "created_at",
+        "user",
+        "day",
+        "kind",
+        "requests",
+        "tokens",
+        "created_by",
+        "reason",
+    )
+    list_filter = ("kind", "day")
+    list_select_related = ("user", "created_by")
+    search_fields = ("user__username", "reason")
+    date_hierarchy = "created_at"

@@ -1,0 +1,156 @@
+"""OpenAPI descriptions for drf-spectacular: the API-key scheme and the `/v1/` wire format.
+
+The `/v1/` views read raw JSON in OpenAI's shape rather than through serializers, so their
+request and response bodies are described here, for documentation only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiViewExtension
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import serializers
+
+S = serializers
+
+
+class APIKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "quotas.authentication.APIKeyAuthentication"
+    name = "apiKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A user's API key: `Authorization: Bearer <prefix>.<secret>`.",
+        }
+
+
+class ErrorDetail(S.Serializer):
+    message = S.CharField()
+    type = S.CharField()
+    param = S.CharField(allow_null=True)
+    code = S.CharField(allow_null=True)
+
+
+class Error(S.Serializer):
+    error = ErrorDetail()
+
+
+class Message(S.Serializer):
+    role = S.ChoiceField(["system", "developer", "user", "assistant", "tool"])
+    content = S.JSONField(help_text="A string, or a list of content parts.")
+
+
+class ChatRequest(S.Serializer):
+    model = S.CharField(required=False, help_text="Empty: the tier's default model.")
+    messages = Message(many=True)
+    max_tokens = S.IntegerField(required=False, help_text="Capped by the tier.")
+    max_completion_tokens = S.IntegerField(required=False)
+    n = S.IntegerField(required=False, default=1)
+    temperature = S.FloatField(required=False)
+    stream = S.BooleanField(required=False, default=False, help_text="Server-sent events.")
+    stream_options = S.JSONField(required=False)
+
+
+class Usage(S.Serializer):
+    prompt_tokens = S.IntegerField()
+    completion_tokens = S.IntegerField()
+    total_tokens = S.IntegerField()
+
+
+class Choice(S.Serializer):
+    index = S.IntegerField()
+    message = Message()
+    finish_reason = S.CharField(allow_null=True)
+
+
+class ChatCompletion(S.Serializer):
+    id = S.CharField()
+    object = S.CharField(default="chat.completion")
+    created = S.IntegerField()
+    model = S.CharField(help_text="The model that served: the fallback when degraded.")
+    choices = Choice(many=True)
+    usage = Usage()
+
+
+class Model(S.Serializer):
+    id = S.CharField()
+    object = S.CharField(default="model")
+    created = S.IntegerField()
+    owned_by = S.CharField()
+
+
+class ModelList(S.Serializer):
+    object = S.CharField(default="list")
+    data = Model(many=True)
+
+
+class QuotaReport(S.Serializer):
+    object = S.CharField(default="quota")
+    tier = S.DictField(help_text="slug and name")
+    blocked = S.BooleanField()
+    time_zone = S.CharField()
+    limits = S.DictField(
+        help_text="Per limit: limit, used, remaining, reset_seconds, resets_at "
+        "(spend in USD strings)."
+    )
+    usage = S.DictField(help_text="today and this_month: period, requests, tokens, spend.")
+    models = S.DictField(help_text="allowed, default, fallback, degrade_at_percent.")
+
+
+ERRORS = {
+    401: OpenApiResponse(Error, description="Missing or wrong API key."),
+    403: OpenApiResponse(Error, description="The user's quota is blocked."),
+    429: OpenApiResponse(Error, description="A limit is reached; see Retry-After."),
+    503: OpenApiResponse(Error, description="Quota counters unavailable."),
+}
+
+
+def _described(target: type, **methods: Any) -> type:
+    """A subclass of `target` carrying the schema, leaving the served view untouched."""
+    return extend_schema_view(**methods)(type(target.__name__, (target,), {}))
+
+
+class ChatCompletionsSchema(OpenApiViewExtension):
+    target_class = "quotas.api.chat.ChatCompletionsView"
+
+    def view_replacement(self) -> type:
+        responses: dict[Any, Any] = {
+            200: ChatCompletion,
+            (200, "text/event-stream"): OpenApiResponse(
+                OpenApiTypes.STR, description="With stream: chunks as server-sent events."
+            ),
+            400: OpenApiResponse(Error, description="Invalid request or model not allowed."),
+            413: OpenApiResponse(Error, description="Body too large."),
+            502: OpenApiResponse(Error, description="The provider failed."),
+            504: OpenApiResponse(Error, description="The provider timed out."),
+            **ERRORS,
+        }
+        post = extend_schema(
+            summary="Create a chat completion (OpenAI-compatible)",
+            request=ChatRequest,
+            responses=responses,
+        )
+        return _described(self.target_class, post=post)
+
+
+class ModelsSchema(OpenApiViewExtension):
+    target_class = "quotas.api.chat.ModelsView"
+
+    def view_replacement(self) -> type:
+        get = extend_schema(summary="The models the caller's tier may use", responses=ModelList)
+        return _described(self.target_class, get=get)
+
+
+class QuotaSchema(OpenApiViewExtension):
+    target_class = "quotas.api.views.QuotaView"
+
+    def view_replacement(self) -> type:
+        get = extend_schema(
+            summary="The caller's limits, usage, remaining and reset times",
+            responses={200: QuotaReport, **ERRORS},
+        )
+        return _described(self.target_class, get=get)
