@@ -1,0 +1,174 @@
+"""End to end: /v1/chat/completions on the mock provider under gunicorn, quotas on and off.
+
+Two servers run side by side on 127.0.0.1, the project with `bench.settings_e2e` and the
+same with `QUOTAS_BENCH_DISABLE=1`; the load alternates between them in rounds, so
+background load falls on both alike.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from .load import combine, load, post
+from .server import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+NEEDS = (
+    "quotas.api.chat",
+    "quotas.api.chat_input",
+    "quotas.mock_provider",
+    "quotas.upstream",
+    "gunicorn",
+)
+
+
+class Skip(Exception):
+    """The e2e bench cannot run here yet; the message says why."""
+
+
+def environment(redis_url: str, database_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="bench.settings_e2e",
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        QUOTAS_MOCK_LATENCY="0",
+        QUOTAS_MOCK_FAIL="",
+        PYTHONPATH=str(ROOT),
+    )
+    env.pop("QUOTAS_BENCH_DISABLE", None)
+    return env
+
+
+def prepare(env: dict[str, str]) -> str:
+    """Migrate the database and return an API key on the bench tier."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.e2e_fixture"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    if done.returncode != 0 or not done.stdout.strip():
+        raise Skip(f"preparing the database failed:\n{done.stderr[-2000:]}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+@contextmanager
+def gunicorn(
+    env: dict[str, str], port: int, log: Path, workers: int, threads: int
+) -> Iterator[int]:
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "quotaproject.wsgi:application",
+        f"--bind=127.0.0.1:{port}",
+        f"--workers={workers}",
+        "--worker-class=gthread",
+        f"--threads={threads}",
+        "--keep-alive=5",
+        "--log-level=warning",
+    ]
+    with log.open("wb") as out:
+        server = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=out)
+        try:
+            yield port
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(timeout=5)
+
+
+def ready(port: int, key: str, log: Path, timeout: float = 60.0) -> None:
+    """Wait for the server; skip unless a chat request answers 200."""
+    deadline = time.monotonic() + timeout
+    status, body = 0, b""
+    while time.monotonic() < deadline:
+        status, body = post(port, key)
+        if status:
+            break
+        time.sleep(0.25)
+    if status != 200:
+        tail = log.read_text(errors="replace")[-1500:]
+        raise Skip(
+            f"POST /v1/chat/completions answered {status or 'nothing'}: "
+            f"{body[:300].decode(errors='replace')}\n{tail}"
+        )
+
+
+def run(
+    redis_url: str,
+    *,
+    requests: int = 2_000,
+    concurrency: int = 8,
+    workers: int = 2,
+    threads: int = 4,
+    rounds: int = 4,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Figures for quotas on and off, or {"skipped": why}."""
+    lacking = [name for name in NEEDS if importlib.util.find_spec(name) is None]
+    if lacking:
+        return {"skipped": f"not available yet: {', '.join(lacking)}"}
+    with tempfile.TemporaryDirectory(prefix="quotas-bench-") as tmp:
+        database = os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{tmp}/bench.sqlite3"
+        env = environment(redis_url, database)
+        try:
+            return _run(env, Path(tmp), requests, concurrency, workers, threads, rounds, log)
+        except Skip as exc:
+            return {"skipped": str(exc)}
+
+
+def _run(
+    env: dict[str, str],
+    tmp: Path,
+    requests: int,
+    concurrency: int,
+    workers: int,
+    threads: int,
+    rounds: int,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    key = prepare(env)
+    modes = {"on": env, "off": {**env, "QUOTAS_BENCH_DISABLE": "1"}}
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    with ExitStack() as stack:
+        ports = {}
+        for mode, mode_env in modes.items():
+            logfile = tmp / f"gunicorn-{mode}.log"
+            ports[mode] = stack.enter_context(
+                gunicorn(mode_env, free_port(), logfile, workers, threads)
+            )
+        for mode, port in ports.items():
+            ready(port, key, tmp / f"gunicorn-{mode}.log")
+            load(port, key, min(200, requests), concurrency)  # warm-up
+        per_round = max(1, requests // rounds)
+        for index in range(rounds):
+            order = ("off", "on") if index % 2 else ("on", "off")
+            for mode in order:
+                runs[mode].append(load(ports[mode], key, per_round, concurrency))
+                log(f"  e2e round {index + 1}, quotas {mode}: {runs[mode][-1]['elapsed']:.1f} s")
+    on, off = combine(runs["on"]), combine(runs["off"])
+    return {
+        "database": env["DATABASE_URL"].split(":", 1)[0],
+        "server": f"gunicorn, {workers} workers, gthread x {threads} threads",
+        "concurrency": concurrency,
+        "requests_per_mode": requests,
+        "on": on,
+        "off": off,
+        "cost_percent": (1 - on["rps"] / off["rps"]) * 100 if off["rps"] else None,
+    }

@@ -1,0 +1,90 @@
+"""The project's performance targets, each checked against the measured figures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .decision import TIER_RESERVE
+from .limiters import OURS, OURS_TIER
+
+PING_RATIO = 1.3  # our full-tier decision against a bare PING round trip
+FLAT_SPREAD = 1.2  # largest over smallest such ratio across limit sizes
+MEMORY_BYTES = 1024  # per active user, full tier
+E2E_COST_PERCENT = 10.0
+
+
+def _row(rows: list[dict[str, Any]], key: str, name: str) -> list[dict[str, Any]]:
+    return [row for row in rows if row[key] == name]
+
+
+def _sizes(rows: list[dict[str, Any]]) -> str:
+    return " / ".join(f"{row['limit']:,}" for row in rows)
+
+
+def check(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One entry per target: what it asks, what was measured, and whether it was met."""
+    out = []
+    tier = _row(results.get("decision", []), "series", TIER_RESERVE)
+    if tier:
+        ratios = [row["x_ping"] for row in tier]
+        ratio_text = " / ".join(f"{r:.2f}x" for r in ratios)
+        medians = " / ".join(f"{row['median_us']:.0f}" for row in tier)
+        out.append(
+            {
+                "target": f"Full-tier decision <= {PING_RATIO}x a bare PING round trip",
+                "measured": f"{ratio_text} PING at limits {_sizes(tier)} (medians {medians} us)",
+                "met": max(ratios) <= PING_RATIO,
+            }
+        )
+        spread = max(ratios) / min(ratios)
+        out.append(
+            {
+                "target": f"... flat from limit 10 to 100,000 (largest / smallest ratio to "
+                f"PING <= {FLAT_SPREAD})",
+                "measured": f"{spread:.2f}",
+                "met": spread <= FLAT_SPREAD,
+            }
+        )
+    exact = [row for row in results.get("exactness", []) if row["limiter"] in (OURS, OURS_TIER)]
+    if exact:
+        limit = exact[0]["limit"]
+        out.append(
+            {
+                "target": f"Exact admission {limit}/{limit} under contention",
+                "measured": ", ".join(
+                    f"{row['limiter']}: {row['admitted']}/{row['limit']} "
+                    f"of {row['attempts']} attempts"
+                    for row in exact
+                ),
+                "met": all(row["admitted"] == row["limit"] for row in exact),
+            }
+        )
+    memory = _row(results.get("memory", []), "limiter", OURS_TIER)
+    if memory:
+        worst = max(max(row["bytes_per_user"], row["bytes_at_limit"]) for row in memory)
+        out.append(
+            {
+                "target": f"<= {MEMORY_BYTES} B of Redis per active user, full tier",
+                "measured": f"at most {worst:.0f} B (any limit size, active or at its limit)",
+                "met": worst <= MEMORY_BYTES,
+            }
+        )
+    e2e = results.get("e2e")
+    if e2e is not None:
+        if "skipped" in e2e:
+            measured, met = "not measured: the e2e bench was skipped", None
+        else:
+            cost = e2e["cost_percent"]
+            measured = (
+                f"{cost:.1f}% ({e2e['on']['rps']:.0f} req/s with quotas, "
+                f"{e2e['off']['rps']:.0f} without)"
+            )
+            met = cost <= E2E_COST_PERCENT
+        out.append(
+            {
+                "target": f"Enforcement costs <= {E2E_COST_PERCENT:.0f}% of e2e throughput",
+                "measured": measured,
+                "met": met,
+            }
+        )
+    return out
