@@ -127,7 +127,7 @@ class PolicyCache:
         self._version: int | None = None
         self._checked_at = 0.0
 
-    def get(self, key: Any, load: Any) -> Quota:
+    def get(self, key: Any, load: Any) -> Any:
         self._check_version()
         quota = self._entries.get(key)
         if quota is None:
@@ -193,7 +193,8 @@ def quota_for_anonymous() -> Quota:
 
 
 def model_catalogue() -> dict[str, AIModel]:
-    return {m.name: m for m in AIModel.objects.filter(active=True)}
+    """Active models by name; cached like quotas, so dropped when any model changes."""
+    return cache.get(("models",), lambda: {m.name: m for m in AIModel.objects.filter(active=True)})
 
 
 def invalidate() -> None:

@@ -97,15 +97,19 @@ class QuotaService:
         model: str,
         tokens: int,
         spend: int,
+        record_denial: bool = True,
     ) -> tuple[Decision, Grant | None]:
         """Reserve one request, `tokens` and `spend` (micro-USD) with a concurrency lease.
 
-        A denied reservation charges nothing and is counted in the ledger.
+        A denied reservation charges nothing and is counted in the ledger (unless
+        `record_denial` is off: the caller may still try a cheaper model).
         """
         if quota.blocked:
             raise Blocked()
         try:
-            return self._reserve(user_id, quota, model=model, tokens=tokens, spend=spend)
+            return self._reserve(
+                user_id, quota, model=model, tokens=tokens, spend=spend, record=record_denial
+            )
         except CountersUnavailable as exc:
             if not conf.FAIL_OPEN:
                 raise
@@ -125,7 +129,7 @@ class QuotaService:
         return decision, Grant(user_id, model, decision, decision.reservation, degraded=True)
 
     def _reserve(
-        self, user_id: int, quota: Quota, *, model: str, tokens: int, spend: int
+        self, user_id: int, quota: Quota, *, model: str, tokens: int, spend: int, record: bool
     ) -> tuple[Decision, Grant | None]:
         engine = self.engine
         self.recover()
@@ -140,7 +144,8 @@ class QuotaService:
             seeder=_seed_from_ledger,
         )
         if not decision.allowed or decision.reservation is None:
-            self.record_denial(user_id, decision, model)
+            if record:
+                self.record_denial(user_id, decision, model)
             return decision, None
         org = None
         cap = conf.ORG_SPEND_PER_MONTH
@@ -165,7 +170,8 @@ class QuotaService:
                     day_usage=decision.day_usage,
                     month_usage=decision.month_usage,
                 )
-                self.record_denial(user_id, denied, model)
+                if record:
+                    self.record_denial(user_id, denied, model)
                 return denied, None
             org = org_decision.reservation
         grant = Grant(user_id, model, decision, decision.reservation, org)

@@ -119,12 +119,14 @@ class StreamSettlement:
                 if not chunk.get("choices") and chunk.get("usage") and not self.include_usage:
                     continue
                 yield f"data: {json.dumps(chunk)}\n\n".encode()
-            yield b"data: [DONE]\n\n"
+            end = b"data: [DONE]\n\n"
         except UPSTREAM_ERRORS as exc:
             body = error_body(f"The model provider failed mid-stream: {exc}", "server_error")
-            yield f"data: {json.dumps(body)}\n\n".encode()
+            end = f"data: {json.dumps(body)}\n\n".encode()
         finally:
             self.close()
+        # Settled before the client reads the end, so its next request finds the lease free.
+        yield end
 
     def close(self) -> None:
         if self.settled:
@@ -161,20 +163,23 @@ class ChatCompletionsView(CallerAPIView):
         except ValueError:
             length = 0
         limit = conf.MAX_REQUEST_BYTES
-        too_big = error_response(
-            413,
-            f"The request body is larger than {limit} bytes.",
-            "invalid_request_error",
-            "request_too_large",
-        )
+
+        def too_big() -> Response:
+            return error_response(
+                413,
+                f"The request body is larger than {limit} bytes.",
+                "invalid_request_error",
+                "request_too_large",
+            )
+
         if length > limit:
-            return too_big
+            return too_big()
         try:
             body = raw.body
         except RequestDataTooBig:
-            return too_big
+            return too_big()
         if len(body) > limit:
-            return too_big
+            return too_big()
 
         quota = policy.quota_for_user(request.user)
         if quota.blocked:
@@ -203,19 +208,31 @@ class ChatCompletionsView(CallerAPIView):
                     "messages",
                 )
 
-        peek = None
-        if quota.fallback_model and quota.degrade_at_percent:
-            try:
-                peek = service.usage(request.user.pk, quota)
-            except CountersUnavailable:
-                peek = None  # no degradation without live counters
         try:
-            served_name = serving_model(quota, chat.model.name, peek)
-            served = catalogue.get(served_name, chat.model)
+            served = chat.model
             spend = served.cost_micros(prompt_tokens, completion_budget)
+            fallback = catalogue.get(quota.fallback_model or "")
+            can_degrade = bool(quota.degrade_at_percent and fallback and fallback != served)
             decision, grant = service.reserve(
-                request.user.pk, quota, model=served.name, tokens=worst, spend=spend
+                request.user.pk,
+                quota,
+                model=served.name,
+                tokens=worst,
+                spend=spend,
+                record_denial=not can_degrade,
             )
+            charged = {"dt": worst, "dr": 1, "ms": spend}
+            if can_degrade and serving_model(quota, served.name, decision, charged) != served.name:
+                # Running low: give this back and take the cheaper fallback's price instead.
+                if grant is not None:
+                    service.refund(grant)
+                served = fallback
+                spend = served.cost_micros(prompt_tokens, completion_budget)
+                decision, grant = service.reserve(
+                    request.user.pk, quota, model=served.name, tokens=worst, spend=spend
+                )
+            elif can_degrade and grant is None:
+                service.record_denial(request.user.pk, decision, served.name)
         except CountersUnavailable:
             logger.error("quotas: Redis unreachable; refusing a chat completion")
             return _unavailable()

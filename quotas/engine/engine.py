@@ -6,13 +6,14 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from importlib import resources
 from typing import Any
 
 import redis
 
-from .limits import Decision, LimitState, Policy, Reservation, Usage, Window
-from .windows import windows_around
+from .limits import Decision, Limit, LimitState, Policy, Reservation, Usage, Window
+from .windows import current_windows
 
 # Given a subject and a missing window, the totals a durable ledger holds for it.
 Seeder = Callable[[str, Window], Usage]
@@ -41,6 +42,15 @@ def unavailable_on_error() -> Iterator[None]:
         if "LOADING" in str(exc) or "CLUSTERDOWN" in str(exc) or "MASTERDOWN" in str(exc):
             raise CountersUnavailable(str(exc)) from exc
         raise
+
+
+@lru_cache(maxsize=1024)
+def _limits_arg(limits: tuple[Limit, ...]) -> str:
+    """The limits as the script reads them: "code,amount,burst,interval_us;" each."""
+    return "".join(
+        f"{limit.code},{limit.amount},{limit.capacity},{int(limit.interval * 1_000_000)};"
+        for limit in limits
+    )
 
 
 def _lua(name: str) -> str:
@@ -142,10 +152,8 @@ class QuotaEngine:
         seeder: Seeder | None,
     ) -> Decision:
         clock_us = int((time.time() if now is None else now) * 1_000_000)
-        days, months = windows_around(clock_us, policy.time_zone)
-        keys = [self.key(subject, "rate"), self.key(subject, "lease")]
-        keys += [self.window_key(subject, w) for w in (*days, *months)]
-        args: list[Any] = [
+        day, month = current_windows(clock_us, policy.time_zone)
+        head = [
             "" if now is None else clock_us,
             requests,
             tokens,
@@ -156,29 +164,35 @@ class QuotaEngine:
             int(policy.track_usage),
             int(policy.rehydrate),
         ]
-        for w in (*days, *months):
-            args += [w.start_us, w.end_us]
-        args += [WINDOW_GRACE_US, len(policy.limits)]
-        for limit in policy.limits:
-            args += [limit.code, limit.amount, limit.capacity, int(limit.interval * 1_000_000)]
+        tail = [WINDOW_GRACE_US, _limits_arg(policy.limits)]
+        rate_key, lease_key = self.key(subject, "rate"), self.key(subject, "lease")
 
-        for _attempt in range(3):
+        for _attempt in range(4):
+            keys = [
+                rate_key,
+                lease_key,
+                self.window_key(subject, day),
+                self.window_key(subject, month),
+            ]
+            args = [*head, day.start_us, day.end_us, month.start_us, month.end_us, *tail]
             with unavailable_on_error():
                 reply = self._reserve(keys=keys, args=args)
-            status, denied, retry_us, now_us, day_i, month_i = (int(x) for x in reply[:6])
-            if status != -1:
+            values = [int(x) for x in reply.split(b",")]
+            status, denied, retry_us, now_us = values[:4]
+            if status == -2:  # this server's clock is off: take the windows by Redis's
+                day, month = current_windows(now_us, policy.time_zone)
+            elif status == -1:
+                for missing, window in ((values[4], day), (values[5], month)):
+                    if missing:
+                        usage = seeder(subject, window) if seeder else Usage()
+                        self.seed(subject, window, usage, now_us=now_us)
+            else:
                 break
-            for index, windows in ((day_i, days), (month_i, months)):
-                if index < 0:
-                    window = windows[-index - 1]
-                    usage = seeder(subject, window) if seeder else Usage()
-                    self.seed(subject, window, usage, now_us=clock_us)
-        else:  # pragma: no cover - a window seeded three times over vanished each time
+        else:  # pragma: no cover - a window seeded over and over vanished each time
             raise RuntimeError(f"Window counters for {subject!r} could not be seeded.")
 
-        day, month = days[abs(day_i) - 1], months[abs(month_i) - 1]
-        totals = [int(x) for x in reply[6:12]]
-        values = [int(x) for x in reply[12:]]
+        totals = values[4:10]
+        values = values[10:]
         states = tuple(
             LimitState(
                 name=limit.name,

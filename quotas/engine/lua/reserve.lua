@@ -1,9 +1,9 @@
 -- reserve.lua: check every limit of one subject and, only if all pass, charge them all.
 --
--- KEYS[1]     rate hash: GCRA theoretical arrival time (us) per rated resource ("r", "t")
--- KEYS[2]     lease sorted set: in-flight reservations, score = lease expiry (us)
--- KEYS[3..5]  day hashes (fields r, t, s, x) for the previous, current and next day
--- KEYS[6..8]  month hashes (fields r, t, s) for the previous, current and next month
+-- KEYS[1]  rate hash: GCRA theoretical arrival time (us) per rated resource ("r", "t")
+-- KEYS[2]  lease sorted set: in-flight reservations, score = lease expiry (us)
+-- KEYS[3]  the day hash (fields r, t, s, x) of the window in ARGV[10..11]
+-- KEYS[4]  the month hash (fields r, t, s) of the window in ARGV[12..13]
 --
 -- ARGV[1]       now in us, or "" to read Redis TIME
 -- ARGV[2..4]    requests, tokens, spend (micro-USD) asked
@@ -12,19 +12,20 @@
 -- ARGV[7]       "charge" or "peek" (peek reads and writes nothing)
 -- ARGV[8]       "1": keep day and month counters even where no limit reads them
 -- ARGV[9]       "1": a missing day or month hash must be seeded by the caller first
--- ARGV[10..15]  start, end (us) of the three day windows of KEYS[3..5]
--- ARGV[16..21]  start, end (us) of the three month windows of KEYS[6..8]
--- ARGV[22]      grace (us): how long a window hash outlives its window, and an expired
+-- ARGV[10..11]  start, end (us) of the day window; ARGV[12..13] of the month window
+-- ARGV[14]      grace (us): how long a window hash outlives its window, and an expired
 --               lease stays in the lease set (no longer counted) for a late settle
+-- ARGV[15]      the limits, "code,amount,burst,interval_us;" each (codes: rr rt dr dt ds
+--               mr mt ms cc)
 --
 -- Expiries are set relative to `now`, so a clock given in ARGV[1] ages keys consistently.
--- ARGV[23]      n, the number of limits; then 4 values each: code, amount, burst, interval (us)
 --
--- Returns {status, denied, retry_after_us, now_us, day, month, the day's requests, tokens,
--- spend, the month's requests, tokens, spend (after this charge), then used, remaining,
--- reset_after_us for each limit}.  status 1: granted and charged; 0: denied, nothing
--- charged, denied = 1-based index of the limit with the longest wait; -1: a window hash is
--- missing and must be seeded; day / month (1..3) name the windows in use, negated when missing.
+-- Returns one string of comma-separated integers: status, denied, retry_after_us, now_us,
+-- the day's requests, tokens, spend, the month's requests, tokens, spend (after this
+-- charge), then used, remaining, reset_after_us for each limit. status 1: granted and
+-- charged; 0: denied, nothing charged, denied = 1-based index of the limit with the longest
+-- wait; -1: the day (5th value 1) or month (6th value 1) hash is missing and must be seeded;
+-- -2: now is outside the given windows (the client's clock is off): compute them again.
 
 local now
 if ARGV[1] ~= '' then
@@ -41,50 +42,50 @@ if peek then
   member = ''
 end
 
-local function pick(first_key, first_arg)
-  for i = 0, 2 do
-    local s = tonumber(ARGV[first_arg + 2 * i])
-    local e = tonumber(ARGV[first_arg + 2 * i + 1])
-    if now >= s and now < e then
-      return i + 1, e
-    end
-  end
-  return nil, nil
+local dend, mend = tonumber(ARGV[11]), tonumber(ARGV[13])
+if now < tonumber(ARGV[10]) or now >= dend or now < tonumber(ARGV[12]) or now >= mend then
+  return '-2,0,0,' .. string.format('%.0f', now)
 end
+local dkey, mkey = KEYS[3], KEYS[4]
+local grace = tonumber(ARGV[14])
 
-local d, dend = pick(3, 10)
-local m, mend = pick(6, 16)
-if not d or not m then
-  return redis.error_reply('QUOTAS clock: Redis time is more than a day off the app server clock')
-end
-local dkey, mkey = KEYS[2 + d], KEYS[5 + m]
-local grace = tonumber(ARGV[22])
-
-local n = tonumber(ARGV[23])
 local limits = {}
 local track = ARGV[8] == '1'
 local uses_day, uses_month = track, track
-for i = 1, n do
-  local b = 23 + (i - 1) * 4
-  local code = ARGV[b + 1]
+for code, amount, burst, interval in string.gmatch(ARGV[15], '(%a%a),(%d+),(%d+),(%d+);') do
   local period = string.sub(code, 1, 1)
-  limits[i] = {
+  limits[#limits + 1] = {
     period = period,
     field = string.sub(code, 2, 2),
-    amount = tonumber(ARGV[b + 2]),
-    burst = tonumber(ARGV[b + 3]),
-    interval = tonumber(ARGV[b + 4]),
+    amount = tonumber(amount),
+    burst = tonumber(burst),
+    interval = tonumber(interval),
   }
   if period == 'd' then uses_day = true elseif period == 'm' then uses_month = true end
 end
 
-if ARGV[9] == '1' then
-  local miss_d = uses_day and redis.call('EXISTS', dkey) == 0
-  local miss_m = uses_month and redis.call('EXISTS', mkey) == 0
-  if miss_d or miss_m then
-    return {-1, 0, 0, now, miss_d and -d or d, miss_m and -m or m}
+local function fmt(x) return string.format('%.0f', x) end
+local function num(x)
+  if x < 1e14 and x > -1e14 then return tostring(x) end
+  return fmt(x)
+end
+
+-- The window counters, read once. Every window hash the script or the seed writes holds
+-- r, t and s, so a missing r means a missing hash.
+local seed = ARGV[9] == '1'
+local win = {d = {0, 0, 0}, m = {0, 0, 0}}
+local missing = {d = false, m = false}
+for period, key in pairs({d = uses_day and dkey, m = uses_month and mkey}) do
+  if key then
+    local v = redis.call('HMGET', key, 'r', 't', 's')
+    missing[period] = not v[1]
+    win[period] = {tonumber(v[1] or '0'), tonumber(v[2] or '0'), tonumber(v[3] or '0')}
   end
 end
+if seed and (missing.d or missing.m) then
+  return '-1,0,0,' .. fmt(now) .. ',' .. (missing.d and 1 or 0) .. ',' .. (missing.m and 1 or 0)
+end
+local FIELD = {r = 1, t = 2, s = 3}
 
 -- First pass: where each limit stands before and after this ask; nothing is written.
 local before, after, resets = {}, {}, {}
@@ -109,12 +110,12 @@ for i, l in ipairs(limits) do
   else
     local used, cost, reset
     if l.period == 'c' then
-      used = redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf')
+      used = redis.call('ZCOUNT', KEYS[2], '(' .. fmt(now), '+inf')
       cost = member ~= '' and 1 or 0
       reset = 0
     else
       cost = ask[l.field]
-      used = tonumber(redis.call('HGET', l.period == 'd' and dkey or mkey, l.field) or '0')
+      used = win[l.period][FIELD[l.field]]
       reset = (l.period == 'd' and dend or mend) - now
     end
     before[i] = {used, l.amount - used}
@@ -122,7 +123,7 @@ for i, l in ipairs(limits) do
     resets[i] = {reset, reset}
     if used + cost > l.amount then
       if l.period == 'c' then
-        local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+        local first = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. fmt(now), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
         wait = 1000000
         if first[2] and tonumber(first[2]) - now < wait then wait = tonumber(first[2]) - now end
         resets[i] = {wait, wait}
@@ -138,28 +139,29 @@ for i, l in ipairs(limits) do
 end
 
 local function states(status)
-  local pick_after = status == 1 and not peek
-  local head = {status, denied, math.ceil(retry), now, d, m}
-  for _, key in ipairs({dkey, mkey}) do
-    local v = redis.call('HMGET', key, 'r', 't', 's')
-    for j = 1, 3 do head[#head + 1] = tonumber(v[j] or '0') end
+  local charged = status == 1 and not peek
+  local out = {status, denied, fmt(math.ceil(retry)), fmt(now)}
+  for _, period in ipairs({'d', 'm'}) do
+    local v = win[period]
+    local used = (period == 'd' and uses_day) or (period == 'm' and uses_month)
+    for j, f in ipairs({'r', 't', 's'}) do
+      out[#out + 1] = num((charged and used) and v[j] + ask[f] or v[j])
+    end
   end
   for i = 1, #limits do
-    local s = pick_after and after[i] or before[i]
-    local r = pick_after and resets[i][2] or resets[i][1]
-    head[#head + 1] = s[1]
-    head[#head + 1] = math.max(0, s[2])
-    head[#head + 1] = math.max(0, math.ceil(r))
+    local s = charged and after[i] or before[i]
+    local r = charged and resets[i][2] or resets[i][1]
+    out[#out + 1] = num(s[1])
+    out[#out + 1] = num(math.max(0, s[2]))
+    out[#out + 1] = num(math.max(0, math.ceil(r)))
   end
-  return head
+  return table.concat(out, ',')
 end
-
-local function fmt(x) return string.format('%.0f', x) end
 
 if denied > 0 then
   if uses_day and not peek then
     redis.call('HINCRBY', dkey, 'x', 1)
-    redis.call('PEXPIRE', dkey, fmt(math.ceil((dend + grace - now) / 1000)))
+    if not seed then redis.call('PEXPIRE', dkey, fmt(math.ceil((dend + grace - now) / 1000))) end
   end
   return states(0)
 end
@@ -171,15 +173,13 @@ if not peek then
     if tat > last then last = tat end
   end
   if last > 0 then redis.call('PEXPIRE', KEYS[1], fmt(math.ceil((last - now) / 1000) + 1)) end
-  local function charge(key, wend, used)
-    if not used then return end
-    for _, f in ipairs({'r', 't', 's'}) do
-      if ask[f] ~= 0 then redis.call('HINCRBY', key, f, fmt(ask[f])) end
-    end
-    redis.call('PEXPIRE', key, fmt(math.ceil((wend + grace - now) / 1000)))
+  local function charge(key, v, wend)
+    redis.call('HSET', key, 'r', num(v[1] + ask.r), 't', num(v[2] + ask.t), 's', num(v[3] + ask.s))
+    -- A seeded hash already expires after its window; others get their expiry here.
+    if not seed then redis.call('PEXPIRE', key, fmt(math.ceil((wend + grace - now) / 1000))) end
   end
-  charge(dkey, dend, uses_day)
-  charge(mkey, mend, uses_month)
+  if uses_day then charge(dkey, win.d, dend) end
+  if uses_month then charge(mkey, win.m, mend) end
   if member ~= '' then
     -- Expired leases no longer count, but are kept for `grace` so a late settle still
     -- finds its reservation and moves the counters by actual - reserved.

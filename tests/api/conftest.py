@@ -1,0 +1,121 @@
+"""Callers with API keys on their own tier, the model catalogue and the mock provider."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import openai
+import pytest
+from django.contrib.auth import get_user_model
+from django.db.models import Sum
+from rest_framework.test import APIClient
+
+from quotas import upstream
+from quotas.mock_provider import MockTransport
+from quotas.models import AIModel, APIKey, Tier, UsageRecord, UserQuota
+
+PRICES = {
+    "gpt-4o": (Decimal("2.50"), Decimal("10.00")),
+    "gpt-4o-mini": (Decimal("0.15"), Decimal("0.60")),
+    "gpt-4.1-mini": (Decimal("0.40"), Decimal("1.60")),
+}
+
+
+@dataclass
+class Caller:
+    user: Any
+    key: str
+
+    def client(self) -> APIClient:
+        """Django's test client, authenticated with the caller's key."""
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {self.key}")
+        return client
+
+
+@pytest.fixture(autouse=True)
+def mock(monkeypatch: pytest.MonkeyPatch) -> Iterator[MockTransport]:
+    """The in-process mock provider the app's SDK client talks to, fresh for each test."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("QUOTAS_MOCK_FAIL", raising=False)
+    monkeypatch.delenv("QUOTAS_MOCK_LATENCY", raising=False)
+    upstream.reset_client()
+    transport = upstream.mock_transport()
+    transport.latency = 0.0
+    transport.fail = ""
+    yield transport
+    upstream.reset_client()
+
+
+@pytest.fixture
+def catalogue(db: None) -> dict[str, AIModel]:
+    return {
+        name: AIModel.objects.create(
+            name=name, input_price_per_million=prices[0], output_price_per_million=prices[1]
+        )
+        for name, prices in PRICES.items()
+    }
+
+
+@pytest.fixture
+def make_caller(catalogue: dict[str, AIModel]) -> Callable[..., Caller]:
+    """make_caller(name, allowed=..., default=..., fallback=..., blocked=..., **tier limits)."""
+
+    def make(
+        name: str = "ada",
+        *,
+        allowed: tuple[str, ...] = ("gpt-4o", "gpt-4o-mini"),
+        default: str | None = "gpt-4o-mini",
+        fallback: str | None = None,
+        blocked: bool = False,
+        **limits: Any,
+    ) -> Caller:
+        tier = Tier.objects.create(
+            slug=f"tier-{name}",
+            name=f"Tier of {name}",
+            default_model=catalogue[default] if default else None,
+            fallback_model=catalogue[fallback] if fallback else None,
+            **limits,
+        )
+        tier.allowed_models.set([catalogue[m] for m in allowed])
+        user = get_user_model().objects.create_user(name)
+        UserQuota.objects.create(user=user, tier=tier, blocked=blocked)
+        _, key = APIKey.objects.create_key(user=user, name="test")
+        return Caller(user, key)
+
+    return make
+
+
+@pytest.fixture
+def sdk(live_server: Any) -> Iterator[Callable[[Caller], openai.OpenAI]]:
+    """sdk(caller): the official openai SDK against the live server, with the caller's key.
+
+    Retries are off so that a 429 reaches the test; the clients are closed at the end, so
+    that the server's keep-alive threads let go of their database connections.
+    """
+    clients: list[openai.OpenAI] = []
+
+    def make(caller: Caller) -> openai.OpenAI:
+        client = openai.OpenAI(
+            api_key=caller.key, base_url=f"{live_server.url}/v1", max_retries=0, timeout=20
+        )
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def ledger(user: Any, **filters: Any) -> dict[str, int]:
+    """The user's settled usage summed over the ledger."""
+    totals = UsageRecord.objects.filter(user=user, **filters).aggregate(
+        requests=Sum("requests"),
+        prompt=Sum("prompt_tokens"),
+        completion=Sum("completion_tokens"),
+        denied=Sum("denied"),
+    )
+    return {name: value or 0 for name, value in totals.items()}
