@@ -63,7 +63,6 @@ def test_sdk_completion(make_caller, sdk, mock) -> None:
         "completion": 12,
         "denied": 0,
     }
-    # The headers already count this request at its settled size.
     assert raw.headers["x-ratelimit-limit-tokens"] == "10000"
     assert "RateLimit-Policy" in raw.headers
 
@@ -214,9 +213,8 @@ def clock(monkeypatch: pytest.MonkeyPatch):
             return self.now
 
     fake = Clock()
-    monkeypatch.setattr(service, "clock", fake)
-    yield fake
-    # monkeypatch puts the real clock back
+    monkeypatch.setattr(service, "clock", fake)  # and back to Redis's clock afterwards
+    return fake
 
 
 @pytest.mark.django_db
