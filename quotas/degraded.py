@@ -51,8 +51,10 @@ def reserve_from_ledger(
     spend: int,
     time_zone: str,
     org_cap: int | None,
+    record_denial: bool = True,
 ) -> Decision:
-    """Check the day and month budgets against the ledger and record the worst case."""
+    """Check the day and month budgets against the ledger and record the worst case
+    (and a denial, unless `record_denial` is off)."""
     now_us = int(time.time() * 1_000_000)
     day, month = current_windows(now_us, time_zone)
     states: list[LimitState] = []
@@ -89,7 +91,7 @@ def reserve_from_ledger(
                 prompt_tokens=tokens,
                 cost=from_micros(spend),
             )
-        else:
+        elif record_denial:
             UsageRecord.add(user_id, day_date, model, denied=1)
     mark_dirty(user_id)
     reservation = None

@@ -123,6 +123,7 @@ class QuotaService:
             spend=spend,
             time_zone=conf.TIME_ZONE,
             org_cap=None if cap is None else to_micros(cap),
+            record_denial=record_denial,
         )
         if decision.reservation is None:
             return decision, None

@@ -70,6 +70,29 @@ def test_nothing_counted_is_not_low() -> None:
     assert running_low(LOW_AT_20, decision()) is None
 
 
+def test_what_a_granted_request_took_is_added_back() -> None:
+    granted = decision(state("dt", 1000, 150, "tokens_per_day"))  # 250 left before it took 100
+
+    assert running_low(LOW_AT_20, granted) == "tokens_per_day"
+    assert running_low(LOW_AT_20, granted, {"dt": 100}) is None
+    assert running_low(LOW_AT_20, granted, {"dt": 50}) is None  # 200 left: 20% is not under
+    assert running_low(LOW_AT_20, granted, {"dt": 49}) == "tokens_per_day"
+    assert serving_model(LOW_AT_20, "gpt-4o", granted, {"dt": 100}) == "gpt-4o"
+
+
+def test_a_denied_request_took_nothing_to_add_back() -> None:
+    denied = Decision(
+        allowed=False,
+        denied_by="tokens_per_day",
+        retry_after=3600.0,
+        now_us=0,
+        states=(state("dt", 1000, 150, "tokens_per_day"),),
+    )
+
+    assert running_low(LOW_AT_20, denied, {"dt": 100}) == "tokens_per_day"
+    assert serving_model(LOW_AT_20, "gpt-4o", denied, {"dt": 100}) == "gpt-4o-mini"
+
+
 LOW = decision(state("dt", 1000, 10, "tokens_per_day"))
 PLENTY = decision(state("dt", 1000, 990, "tokens_per_day"))
 

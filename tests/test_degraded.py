@@ -228,3 +228,47 @@ def test_back_online_usage_reports_read_the_outages_usage(client, mock, outage) 
 
     assert now.day_usage.tokens == before + during
     assert now.day_usage.requests == 2
+
+
+@pytest.mark.parametrize(
+    ("used", "max_tokens"),
+    [
+        pytest.param(500, 600, id="denied-with-half-left"),
+        pytest.param(850, 200, id="denied-running-low-the-fallback-denied-too"),
+    ],
+)
+def test_fail_open_denial_with_a_fallback_model_is_counted_once(
+    client, mock, redis_down, used, max_tokens
+) -> None:
+    fallback = AIModel.objects.create(name="gpt-4.1-mini")
+    tier = Tier.objects.get(slug="small")
+    tier.allowed_models.add(fallback)
+    Tier.objects.filter(pk=tier.pk).update(fallback_model=fallback, degrade_at_percent=20)
+    UsageRecord.add(client.user.pk, today(), "gpt-4o-mini", requests=3, prompt_tokens=used)
+
+    response = chat(client, max_tokens=max_tokens)
+
+    assert response.status_code == 429
+    assert mock.calls == 0
+    denied = UsageRecord.objects.filter(user=client.user).aggregate(n=Sum("denied"))["n"]
+    assert denied == 1
+
+
+def test_fail_open_running_low_serves_the_fallback_and_books_only_it(
+    client, mock, redis_down
+) -> None:
+    fallback = AIModel.objects.create(name="gpt-4.1-mini")
+    tier = Tier.objects.get(slug="small")
+    tier.allowed_models.add(fallback)
+    Tier.objects.filter(pk=tier.pk).update(fallback_model=fallback, degrade_at_percent=20)
+    UsageRecord.add(client.user.pk, today(), "gpt-4o-mini", requests=3, prompt_tokens=850)
+
+    response = chat(client, max_tokens=100)  # fits in the 150 left, which is under 20%
+
+    assert response.status_code == 200, response.content
+    assert response.json()["model"] == "gpt-4.1-mini"
+    assert response["X-Quota-Downgraded-From"] == "gpt-4o-mini"
+    usage = response.json()["usage"]
+    assert spent(client.user) == (4, 850 + usage["total_tokens"])
+    row = UsageRecord.objects.get(user=client.user, model="gpt-4.1-mini")
+    assert (row.requests, row.prompt_tokens + row.completion_tokens) == (1, usage["total_tokens"])

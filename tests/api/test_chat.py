@@ -7,6 +7,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import openai
@@ -273,6 +274,48 @@ def test_no_degradation_without_a_fallback_model(make_caller, mock, clock) -> No
 
     assert response.json()["model"] == "gpt-4o"
     assert "X-Quota-Downgraded-From" not in response
+
+
+@pytest.mark.django_db
+def test_denied_for_the_requested_model_but_the_fallback_fits(make_caller, mock) -> None:
+    caller = make_caller(
+        default="gpt-4o",
+        fallback="gpt-4o-mini",
+        spend_per_month=Decimal("0.01"),
+        degrade_at_percent=50,
+    )
+    UsageRecord.add(caller.user.pk, today(), "gpt-4o", requests=5, cost=Decimal("0.006"))
+
+    # Up to 500 tokens of gpt-4o cost $0.005: more than the $0.004 left, and under half left.
+    response = post(caller.client(), model="gpt-4o", max_tokens=500)
+
+    assert response.status_code == 200
+    assert response.json()["model"] == "gpt-4o-mini"
+    assert response["X-Quota-Downgraded-From"] == "gpt-4o"
+    assert ledger(caller.user, model="gpt-4o-mini")["requests"] == 1
+    assert ledger(caller.user)["denied"] == 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("used", "max_tokens"),
+    [
+        pytest.param(500, 600, id="denied-with-half-left"),
+        pytest.param(850, 200, id="denied-running-low-the-fallback-denied-too"),
+    ],
+)
+def test_denial_with_a_fallback_model_is_counted_once(make_caller, mock, used, max_tokens) -> None:
+    caller = make_caller(
+        default="gpt-4o", fallback="gpt-4o-mini", tokens_per_day=1000, degrade_at_percent=20
+    )
+    UsageRecord.add(caller.user.pk, today(), "gpt-4o", requests=3, prompt_tokens=used)
+
+    response = post(caller.client(), model="gpt-4o", max_tokens=max_tokens)
+
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "insufficient_quota"
+    assert mock.calls == 0
+    assert ledger(caller.user)["denied"] == 1
 
 
 # provider faults ------------------------------------------------------------------------------
