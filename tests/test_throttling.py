@@ -190,6 +190,7 @@ class TestRedisDown:
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "quota_unavailable"
         assert response.json()["error"]["type"] == "server_error"
+        assert response["Retry-After"] == "1"
 
 
 DAILY = 50

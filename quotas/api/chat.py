@@ -24,22 +24,12 @@ from ..services import Grant, service
 from ..throttling import DECISION_ATTR, TierRateThrottle
 from ..tokens import count_prompt_tokens, count_text_tokens
 from .chat_input import InvalidRequest, parse_body, parse_chat_request
-from .errors import denial_response, error_body, error_response
+from .errors import counters_unavailable, denial_response, error_body, error_response
 from .views import CallerAPIView
 
 logger = logging.getLogger("quotas")
 
 DOWNGRADE_HEADER = "X-Quota-Downgraded-From"
-
-
-def _unavailable() -> Response:
-    return error_response(
-        503,
-        "Quota counters are unavailable; try again shortly.",
-        "server_error",
-        "quota_unavailable",
-        headers={"Retry-After": "1"},
-    )
 
 
 def _completion_text(reply: dict[str, Any]) -> str:
@@ -235,7 +225,7 @@ class ChatCompletionsView(CallerAPIView):
                 service.record_denial(request.user.pk, decision, served.name)
         except CountersUnavailable:
             logger.error("quotas: Redis unreachable; refusing a chat completion")
-            return _unavailable()
+            return counters_unavailable()
         setattr(raw, DECISION_ATTR, decision)
         if grant is None:
             return denial_response(decision)

@@ -30,6 +30,17 @@ def error_response(
     return Response(error_body(message, type_, code, param), status=status_code, headers=headers)
 
 
+def counters_unavailable() -> Response:
+    """503 while Redis cannot be reached and the request cannot be decided without it."""
+    return error_response(
+        503,
+        "Quota counters are unavailable; try again shortly.",
+        "server_error",
+        "quota_unavailable",
+        headers={"Retry-After": "1"},
+    )
+
+
 def describe_denial(decision: Decision) -> tuple[str, str]:
     """(code, message) for a denied decision: which limit ran out and when it resets."""
     name = decision.denied_by or "a limit"
@@ -109,4 +120,6 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     response.data = error_body(
         message, ERROR_TYPES.get(response.status_code, "invalid_request_error"), code, param
     )
+    if response.status_code == 503 and "Retry-After" not in response:
+        response["Retry-After"] = "1"
     return response

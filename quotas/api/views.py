@@ -18,7 +18,7 @@ from ..engine import CountersUnavailable, Decision
 from ..headers import rate_limit_headers
 from ..services import service
 from ..throttling import DECISION_ATTR, TierRateThrottle
-from .errors import error_response
+from .errors import counters_unavailable
 
 
 class QuotaHeadersMixin:
@@ -109,13 +109,7 @@ class QuotaView(CallerAPIView):
         try:
             decision = service.usage(request.user.pk, quota)
         except CountersUnavailable:
-            return error_response(
-                503,
-                "Quota counters are unavailable; try again shortly.",
-                "server_error",
-                "quota_unavailable",
-                headers={"Retry-After": "1"},
-            )
+            return counters_unavailable()
         # Every limit's headers, the token budgets included (the throttle's cover requests only).
         headers = {k: v for k, v in rate_limit_headers(decision).items() if k != "Retry-After"}
         return Response(quota_report(quota, decision), headers=headers)
