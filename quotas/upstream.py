@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email.utils
 import logging
-import math
 import os
 import threading
 import time
@@ -12,7 +11,6 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import openai
-import redis
 
 try:  # openai 3.x speaks httpx2; earlier versions httpx.
     import httpx2 as httpx
@@ -20,8 +18,7 @@ except ImportError:  # pragma: no cover
     import httpx  # type: ignore[no-redef]
 
 from .conf import conf
-from .engine import Limit, Policy, QuotaEngine
-from .engine.engine import unavailable_on_error
+from .engine import CountersUnavailable, Limit, Policy, QuotaEngine
 from .engine.limits import RATE_REQUESTS, RATE_TOKENS
 from .mock_provider import MockTransport
 
@@ -259,39 +256,28 @@ class UpstreamLimiter:
         timer = self.clock or time.monotonic
         deadline = timer() + max_wait
         while True:
-            wait = self.backoff_remaining(model)
-            if wait <= 0 and limits:
-                now = self.clock() if self.clock else None
-                decision = self.engine.reserve(_subject(model), policy, tokens=tokens, now=now)
-                if decision.allowed:
-                    return
-                wait = decision.retry_after
-            if wait <= 0:
+            # One call checks the provider's backoff (a hold on the model) and its limits.
+            now = self.clock() if self.clock else None
+            decision = self.engine.reserve(_subject(model), policy, tokens=tokens, now=now)
+            if decision.allowed:
                 return
+            wait = decision.retry_after
             if timer() + wait > deadline:
                 raise UpstreamBusy(wait, model)
             self.sleep(wait)
 
     def backoff(self, model: str, seconds: float) -> None:
         """Hold every app server's calls to `model` for `seconds` (a provider 429's Retry-After)."""
-        ms = math.ceil(seconds * 1000)
-        if ms <= 0:
+        if seconds <= 0:
             return
-        key = self._backoff_key(model)
         try:
-            if self.engine.client.pttl(key) < ms:
-                self.engine.client.set(key, "1", px=ms)
-        except redis.RedisError:
-            logger.warning("quotas: could not record the provider's backoff", exc_info=True)
+            self.engine.hold(_subject(model), seconds)
+        except CountersUnavailable:
+            logger.warning("quotas: could not record the provider's backoff")
 
     def backoff_remaining(self, model: str) -> float:
         """Seconds left of a backoff recorded for `model`; 0 if none."""
-        with unavailable_on_error():
-            ms = int(self.engine.client.pttl(self._backoff_key(model)))
-        return max(ms, 0) / 1000
-
-    def _backoff_key(self, model: str) -> str:
-        return self.engine.key(_subject(model), "backoff")
+        return float(self.engine.hold_remaining(_subject(model)))
 
 
 def _subject(model: str) -> str:

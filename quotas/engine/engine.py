@@ -19,6 +19,8 @@ from .windows import current_windows
 Seeder = Callable[[str, Window], Usage]
 
 WINDOW_GRACE_US = 86_400 * 1_000_000
+HOLD = "hold"  # `Decision.denied_by` while a subject is on hold
+
 DEFAULT_LEASE_SECONDS = 300.0
 
 
@@ -70,6 +72,7 @@ class QuotaEngine:
         self._reserve = client.register_script(_lua("reserve.lua"))
         self._settle = client.register_script(_lua("settle.lua"))
         self._seed = client.register_script(_lua("seed.lua"))
+        self._hold = client.register_script(_lua("hold.lua"))
 
     # keys -----------------------------------------------------------------------------
 
@@ -166,6 +169,7 @@ class QuotaEngine:
         ]
         tail = [WINDOW_GRACE_US, _limits_arg(policy.limits)]
         rate_key, lease_key = self.key(subject, "rate"), self.key(subject, "lease")
+        hold_key = self.key(subject, "hold")
 
         for _attempt in range(4):
             keys = [
@@ -173,6 +177,7 @@ class QuotaEngine:
                 lease_key,
                 self.window_key(subject, day),
                 self.window_key(subject, month),
+                hold_key,
             ]
             args = [*head, day.start_us, day.end_us, month.start_us, month.end_us, *tail]
             with unavailable_on_error():
@@ -223,12 +228,15 @@ class QuotaEngine:
                 member=member,
             )
         denied_by = policy.limits[denied - 1].name if denied else None
+        on_hold = status == 0 and not denied
         reasons: tuple[str, ...] = ()
         if not allowed:
             asks = {"r": requests, "t": tokens, "s": spend, "c": 1 if member else 0}
             reasons = tuple(
                 s.name for s in states if s.remaining < asks[s.code[1] if s.code != "cc" else "c"]
             )
+            if on_hold:
+                denied_by, reasons = HOLD, (HOLD, *reasons)
         return Decision(
             allowed=allowed,
             denied_by=denied_by,
@@ -252,6 +260,18 @@ class QuotaEngine:
         args = [usage.requests, usage.tokens, usage.spend, expire_ms]
         with unavailable_on_error():
             return bool(self._seed(keys=[key], args=args))
+
+    def hold(self, subject: str, seconds: float) -> None:
+        """Refuse every reservation of `subject` for `seconds` (extends, never shortens)."""
+        ms = max(1, int(seconds * 1000))
+        with unavailable_on_error():
+            self._hold(keys=[self.key(subject, "hold")], args=[ms])
+
+    def hold_remaining(self, subject: str) -> float:
+        """Seconds left of a hold on `subject`; 0 if none."""
+        with unavailable_on_error():
+            ms = int(self.client.pttl(self.key(subject, "hold")))
+        return max(ms, 0) / 1000
 
     def drop_windows(self, subject: str, windows: tuple[Window, ...]) -> int:
         """Delete window counters so the next decision re-seeds them from the ledger."""

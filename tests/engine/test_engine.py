@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 from redis.crc import key_slot
@@ -299,3 +301,18 @@ class TestRedisUnavailable:
         redis_client.set("test:{u}:rate", "not a hash")
         with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
             engine.reserve("u", FULL, now=NOW)
+
+
+def test_a_hold_refuses_every_reservation_until_it_expires(engine):
+    policy = Policy((Limit("per_day", "dr", 100),), time_zone="UTC")
+    engine.hold("held", 0.3)
+    engine.hold("held", 0.1)  # a shorter hold does not cut the longer one
+    denied = engine.reserve("held", policy)
+    assert not denied.allowed
+    assert denied.denied_by == "hold"
+    assert 0.1 < denied.retry_after <= 0.3
+    assert engine.peek("held", policy).day_usage.requests == 0  # nothing charged
+    assert engine.reserve("other", policy).allowed  # only that subject is held
+    time.sleep(0.35)
+    assert engine.hold_remaining("held") == 0
+    assert engine.reserve("held", policy).allowed

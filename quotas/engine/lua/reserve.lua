@@ -4,6 +4,7 @@
 -- KEYS[2]  lease sorted set: in-flight reservations, score = lease expiry (us)
 -- KEYS[3]  the day hash (fields r, t, s, x) of the window in ARGV[10..11]
 -- KEYS[4]  the month hash (fields r, t, s) of the window in ARGV[12..13]
+-- KEYS[5]  the hold: while it lives, every reservation of the subject is refused
 --
 -- ARGV[1]       now in us, or "" to read Redis TIME
 -- ARGV[2..4]    requests, tokens, spend (micro-USD) asked
@@ -24,7 +25,7 @@
 -- the day's requests, tokens, spend, the month's requests, tokens, spend (after this
 -- charge), then used, remaining, reset_after_us for each limit. status 1: granted and
 -- charged; 0: denied, nothing charged, denied = 1-based index of the limit with the longest
--- wait; -1: the day (5th value 1) or month (6th value 1) hash is missing and must be seeded;
+-- wait, or 0 when the subject is on hold; -1: the day (5th value 1) or month (6th value 1) hash is missing and must be seeded;
 -- -2: now is outside the given windows (the client's clock is off): compute them again.
 
 local now
@@ -90,6 +91,8 @@ local FIELD = {r = 1, t = 2, s = 3}
 -- First pass: where each limit stands before and after this ask; nothing is written.
 local before, after, resets = {}, {}, {}
 local denied, retry = 0, 0
+local held = redis.call('PTTL', KEYS[5])
+if held > 0 and not peek then retry = held * 1000 end
 local new_tats = {}
 for i, l in ipairs(limits) do
   local wait = 0
@@ -158,7 +161,7 @@ local function states(status)
   return table.concat(out, ',')
 end
 
-if denied > 0 then
+if retry > 0 then
   if uses_day and not peek then
     redis.call('HINCRBY', dkey, 'x', 1)
     if not seed then redis.call('PEXPIRE', dkey, fmt(math.ceil((dend + grace - now) / 1000))) end
