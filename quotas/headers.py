@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from .engine import Decision, LimitState
 
@@ -48,6 +49,13 @@ def rate_limit_headers(decision: Decision) -> dict[str, str]:
     if not decision.allowed:
         headers["Retry-After"] = str(retry_after_seconds(decision))
     return headers
+
+
+def add_rate_limit_headers(response: Any, decision: Decision) -> None:
+    """Put the decision's headers on `response`, keeping any the view set itself."""
+    for name, value in rate_limit_headers(decision).items():
+        if name not in response:
+            response[name] = value
 
 
 def retry_after_seconds(decision: Decision) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .headers import rate_limit_headers
+from .headers import add_rate_limit_headers
 from .throttling import DECISION_ATTR
 
 
@@ -19,7 +19,5 @@ class RateLimitHeadersMiddleware:
         response = self.get_response(request)
         decision = getattr(request, DECISION_ATTR, None)
         if decision is not None:
-            for name, value in rate_limit_headers(decision).items():
-                if name not in response:
-                    response[name] = value
+            add_rate_limit_headers(response, decision)
         return response

@@ -15,7 +15,8 @@ from django.contrib.auth import get_user_model
 
 from .conf import conf
 from .engine import Policy, QuotaEngine, Usage, Window, current_windows
-from .services import ledger_usage, user_subject, window_days
+from .ledger import ledger_usage, window_days
+from .services import user_subject
 
 FIELDS = ("requests", "tokens", "spend")
 HASH_FIELDS = ("r", "t", "s")  # the window hash's field for each of FIELDS

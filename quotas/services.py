@@ -22,9 +22,7 @@ from .engine import (
     windows_around,
 )
 from .engine import limits as codes
-from .ledger import ledger_usage, window_day, window_days
-
-__all__ = ["Blocked", "Grant", "QuotaService", "ledger_usage", "service", "window_days"]
+from .ledger import ledger_usage, window_day
 from .models import UsageRecord
 from .policy import Quota, from_micros, to_micros
 

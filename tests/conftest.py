@@ -81,6 +81,29 @@ def engine(redis_client) -> QuotaEngine:
 
 
 @pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """Logins hash with a cheap hasher here (API keys keep their own SHA-512 hasher)."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def mock_provider(monkeypatch: pytest.MonkeyPatch):
+    """The in-process mock provider the app's SDK client talks to: fresh, no latency, no
+    fault, whatever the environment says."""
+    from quotas import upstream
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("QUOTAS_MOCK_FAIL", raising=False)
+    monkeypatch.delenv("QUOTAS_MOCK_LATENCY", raising=False)
+    upstream.reset_client()
+    transport = upstream.mock_transport()
+    transport.latency = 0.0
+    transport.fail = ""
+    yield transport
+    upstream.reset_client()
+
+
+@pytest.fixture(autouse=True)
 def quota_counters(redis_url: str | None, settings):
     """Point the app at the suite's Redis, flushed, with no cached engines or quotas."""
     from quotas import counters, policy

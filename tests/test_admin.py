@@ -18,12 +18,6 @@ pytestmark = pytest.mark.django_db
 User = get_user_model()
 
 
-@pytest.fixture(autouse=True)
-def fast_hashing(settings):
-    """Logins and API keys hash with a cheap hasher here."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def models():
     return {n: AIModel.objects.create(name=n) for n in ("gpt-4o", "gpt-4o-mini", "gpt-4.1-nano")}

@@ -79,11 +79,6 @@ def browser(chromium: str):
         os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
-@pytest.fixture(autouse=True)
-def fast_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def call(user, prompt: int, completion: int, cost: int, model: str = "gpt-4o-mini") -> None:
     """One AI call through the service: reserve the worst case, settle to the real usage."""
     decision, grant = service.reserve(

@@ -20,12 +20,6 @@ pytestmark = pytest.mark.django_db
 DASHBOARD = "admin:quotas_dashboard"
 
 
-@pytest.fixture(autouse=True)
-def fast_hashing(settings):
-    """Logins and API keys hash with a cheap hasher here."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def make_user(name: str, **limits):
     tier = Tier.objects.create(slug=f"tier-{name}", name=f"Tier {name}", **limits)
     user = get_user_model().objects.create_user(name)

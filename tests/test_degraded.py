@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -12,7 +11,7 @@ from django.db.models import Sum
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from quotas import counters, degraded, upstream
+from quotas import counters, degraded
 from quotas.conf import conf
 from quotas.mock_provider import MockTransport
 from quotas.models import AIModel, APIKey, Tier, UsageRecord, UserQuota
@@ -29,13 +28,8 @@ PROMPT = count_prompt_tokens(HELLO, "gpt-4o-mini")
 
 
 @pytest.fixture(autouse=True)
-def mock(monkeypatch: pytest.MonkeyPatch) -> Iterator[MockTransport]:
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    monkeypatch.delenv("QUOTAS_MOCK_FAIL", raising=False)
-    monkeypatch.delenv("QUOTAS_MOCK_LATENCY", raising=False)
-    upstream.reset_client()
-    yield upstream.mock_transport()
-    upstream.reset_client()
+def mock(mock_provider: MockTransport) -> MockTransport:
+    return mock_provider
     degraded.take_dirty()  # no user left to re-seed in another test
 
 

@@ -12,10 +12,11 @@ from django.core.management import CommandError, call_command
 from quotas.conf import conf
 from quotas.counters import get_engine
 from quotas.engine import Usage, current_windows, windows_around
+from quotas.ledger import ledger_usage, window_days
 from quotas.models import Tier, UsageRecord, UserQuota
 from quotas.policy import quota_for_user
 from quotas.reconcile import in_flight
-from quotas.services import QuotaService, ledger_usage, user_subject, window_days
+from quotas.services import QuotaService, user_subject
 
 pytestmark = pytest.mark.django_db
 

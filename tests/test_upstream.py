@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,15 +32,9 @@ class Sleeps(list[float]):
 
 
 @pytest.fixture(autouse=True)
-def mock(monkeypatch: pytest.MonkeyPatch) -> Iterator[MockTransport]:
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    monkeypatch.delenv("QUOTAS_MOCK_FAIL", raising=False)
-    monkeypatch.delenv("QUOTAS_MOCK_LATENCY", raising=False)
-    upstream.reset_client()
-    transport = upstream.mock_transport()
-    transport.sleep = Sleeps()
-    yield transport
-    upstream.reset_client()
+def mock(mock_provider: MockTransport) -> MockTransport:
+    mock_provider.sleep = Sleeps()
+    return mock_provider
 
 
 # the client -----------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from ..conf import conf
 from ..counters import get_engine
 from ..degradation import serving_model
 from ..engine import CountersUnavailable
-from ..headers import rate_limit_headers
 from ..models import AIModel
 from ..services import Grant, service
 from ..throttling import DECISION_ATTR, TierRateThrottle
@@ -313,7 +312,7 @@ class ChatCompletionsView(CallerAPIView):
         response = StreamingHttpResponse(body, content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
-        for name, value in {**rate_limit_headers(grant.decision), **extra_headers}.items():
+        for name, value in extra_headers.items():  # the rate-limit headers: finalize_response
             response[name] = value
         return response
 

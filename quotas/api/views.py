@@ -15,7 +15,7 @@ from .. import policy
 from ..authentication import APIKeyAuthentication
 from ..conf import conf
 from ..engine import CountersUnavailable, Decision
-from ..headers import rate_limit_headers
+from ..headers import add_rate_limit_headers, rate_limit_headers
 from ..services import service
 from ..throttling import DECISION_ATTR, TierRateThrottle
 from .errors import counters_unavailable
@@ -28,9 +28,7 @@ class QuotaHeadersMixin:
         response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
         decision = getattr(request._request, DECISION_ATTR, None)
         if decision is not None:
-            for name, value in rate_limit_headers(decision).items():
-                if name not in response:
-                    response[name] = value
+            add_rate_limit_headers(response, decision)
         return response
 
 

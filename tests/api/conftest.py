@@ -13,7 +13,6 @@ from django.contrib.auth import get_user_model
 from django.db.models import Sum
 from rest_framework.test import APIClient
 
-from quotas import upstream
 from quotas.mock_provider import MockTransport
 from quotas.models import AIModel, APIKey, Tier, UsageRecord, UserQuota
 
@@ -37,17 +36,9 @@ class Caller:
 
 
 @pytest.fixture(autouse=True)
-def mock(monkeypatch: pytest.MonkeyPatch) -> Iterator[MockTransport]:
-    """The in-process mock provider the app's SDK client talks to, fresh for each test."""
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    monkeypatch.delenv("QUOTAS_MOCK_FAIL", raising=False)
-    monkeypatch.delenv("QUOTAS_MOCK_LATENCY", raising=False)
-    upstream.reset_client()
-    transport = upstream.mock_transport()
-    transport.latency = 0.0
-    transport.fail = ""
-    yield transport
-    upstream.reset_client()
+def mock(mock_provider: MockTransport) -> MockTransport:
+    """The in-process mock provider, fresh for each test."""
+    return mock_provider
 
 
 @pytest.fixture

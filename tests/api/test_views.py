@@ -17,11 +17,6 @@ pytestmark = pytest.mark.django_db
 URL = "/v1/quota"
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def demo():
     """The demo user on the free tier (burst 5, 20 000 tokens a day, $1 a month)."""
