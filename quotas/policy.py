@@ -73,12 +73,19 @@ class Quota:
         return tuple(out)
 
     def policy(self, *, budgets: bool = True, track_usage: bool = True) -> Policy:
-        return Policy(
-            limits=self.limits(budgets=budgets),
-            time_zone=conf.TIME_ZONE,
-            track_usage=track_usage,
-            rehydrate=track_usage,
-        )
+        # Quotas are cached per process and asked for their policy on every request:
+        # each keeps the policies it built (a Policy is immutable).
+        key = (budgets, track_usage, conf.TIME_ZONE)
+        built = self.__dict__.setdefault("_policies", {})
+        policy = built.get(key)
+        if policy is None:
+            policy = built[key] = Policy(
+                limits=self.limits(budgets=budgets),
+                time_zone=conf.TIME_ZONE,
+                track_usage=track_usage,
+                rehydrate=track_usage,
+            )
+        return policy
 
 
 def to_micros(usd: Decimal | int) -> int:

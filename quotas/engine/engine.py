@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
@@ -46,13 +46,97 @@ def unavailable_on_error() -> Iterator[None]:
         raise
 
 
-@lru_cache(maxsize=1024)
-def _limits_arg(limits: tuple[Limit, ...]) -> str:
-    """The limits as the script reads them: "code,amount,burst,interval_us;" each."""
-    return "".join(
+class _Plan(NamedTuple):
+    """What the reply needs to become limit states, worked out once per set of limits."""
+
+    # per limit: (limit, period, field, shown limit, emission interval in us or 0.0)
+    limits: tuple[tuple[Limit, str, str, int, float], ...]
+    uses_day: bool
+    uses_month: bool
+    rates: tuple[tuple[str, float], ...]  # `Reservation.rates`
+    arg: str  # the limits as the script reads them: "code,amount,burst,interval_us;" each
+
+
+def _plan(policy: Policy) -> _Plan:
+    """The policy's plan, kept on the policy itself: hashing its limits costs more."""
+    plan = policy.__dict__.get("_engine_plan")
+    if plan is None:
+        plan = policy.__dict__["_engine_plan"] = _make_plan(policy.limits, policy.track_usage)
+    return plan
+
+
+def _make_plan(limits: tuple[Limit, ...], track_usage: bool) -> _Plan:
+    rows = tuple(
+        (
+            limit,
+            limit.code[0],
+            limit.code[1],
+            limit.capacity if limit.is_rate else limit.amount,
+            int(limit.interval * 1_000_000) / limit.amount if limit.is_rate else 0.0,
+        )
+        for limit in limits
+    )
+    periods = {limit.code[0] for limit in limits}
+    rates = tuple((limit.code[1], limit.emission_interval_us) for limit in limits if limit.is_rate)
+    arg = "".join(
         f"{limit.code},{limit.amount},{limit.capacity},{int(limit.interval * 1_000_000)};"
         for limit in limits
     )
+    return _Plan(rows, track_usage or "d" in periods, track_usage or "m" in periods, rates, arg)
+
+
+_TOTAL = {"r": 0, "t": 1, "s": 2}
+
+
+def _states(
+    plan: _Plan,
+    reply: list[int],
+    asks: dict[str, int],
+    leased: bool,
+    charged: bool,
+    day: Window,
+    month: Window,
+) -> tuple[LimitState, ...]:
+    """Each limit's state from what reserve.lua read, after the ask if it was charged.
+
+    The script decides; this only reports, with the script's arithmetic (GCRA in doubles).
+    """
+    now = reply[3]
+    states = []
+    for limit, period, field, shown, interval in plan.limits:
+        if period == "r":
+            cost = asks[field]
+            tat = max(reply[10] if field == "r" else reply[11], now)
+            avail = min(shown, math.floor((now - (tat - interval * shown)) / interval))
+            used, remaining, reset = shown - avail, avail, tat - now
+            if charged:
+                new_tat = math.floor(tat + interval * cost)
+                used += cost
+                remaining = math.floor((now - (new_tat - interval * shown)) / interval)
+                reset = new_tat - now
+        elif period == "c":
+            used = reply[12] + leased
+            remaining, reset = shown - used, reply[13]
+        else:
+            base = 4 if period == "d" else 7
+            used = reply[base + _TOTAL[field]] + (asks[field] if charged else 0)
+            remaining = shown - used
+            reset = (day.end_us if period == "d" else month.end_us) - now
+        states.append(
+            LimitState(
+                limit.name,
+                limit.code,
+                shown,
+                used,
+                max(0, remaining),
+                max(0, math.ceil(reset)) / 1_000_000,
+            )
+        )
+    return tuple(states)
+
+
+def _plus(usage: Usage, requests: int, tokens: int, spend: int) -> Usage:
+    return Usage(usage.requests + requests, usage.tokens + tokens, usage.spend + spend)
 
 
 def _lua(name: str) -> str:
@@ -167,7 +251,8 @@ class QuotaEngine:
             int(policy.track_usage),
             int(policy.rehydrate),
         ]
-        tail = [WINDOW_GRACE_US, _limits_arg(policy.limits)]
+        plan = _plan(policy)
+        tail = [WINDOW_GRACE_US, plan.arg]
         rate_key, lease_key = self.key(subject, "rate"), self.key(subject, "lease")
         hold_key = self.key(subject, "hold")
 
@@ -181,8 +266,7 @@ class QuotaEngine:
             ]
             args = [*head, day.start_us, day.end_us, month.start_us, month.end_us, *tail]
             with unavailable_on_error():
-                reply = self._reserve(keys=keys, args=args)
-            values = [int(x) for x in reply.split(b",")]
+                values = self._reserve(keys=keys, args=args)
             status, denied, retry_us, now_us = values[:4]
             if status == -2:  # this server's clock is off: take the windows by Redis's
                 day, month = current_windows(now_us, policy.time_zone)
@@ -196,19 +280,15 @@ class QuotaEngine:
         else:  # pragma: no cover - a window seeded over and over vanished each time
             raise RuntimeError(f"Window counters for {subject!r} could not be seeded.")
 
-        totals = values[4:10]
-        values = values[10:]
-        states = tuple(
-            LimitState(
-                name=limit.name,
-                code=limit.code,
-                limit=limit.capacity if limit.is_rate else limit.amount,
-                used=values[3 * i],
-                remaining=values[3 * i + 1],
-                reset_after=values[3 * i + 2] / 1_000_000,
-            )
-            for i, limit in enumerate(policy.limits)
-        )
+        charged = status == 1 and mode == "charge"
+        asks = {"r": requests, "t": tokens, "s": spend}
+        states = _states(plan, values, asks, charged and bool(member), charged, day, month)
+        day_usage, month_usage = Usage(*values[4:7]), Usage(*values[7:10])
+        if charged:
+            if plan.uses_day:
+                day_usage = _plus(day_usage, requests, tokens, spend)
+            if plan.uses_month:
+                month_usage = _plus(month_usage, requests, tokens, spend)
         reservation = None
         allowed = status == 1
         if allowed and mode == "charge":
@@ -220,11 +300,7 @@ class QuotaEngine:
                 spend=spend,
                 day=day,
                 month=month,
-                rates=tuple(
-                    (limit.code[1], limit.emission_interval_us)
-                    for limit in policy.limits
-                    if limit.is_rate
-                ),
+                rates=plan.rates,
                 member=member,
             )
         denied_by = policy.limits[denied - 1].name if denied else None
@@ -247,8 +323,8 @@ class QuotaEngine:
             day=day,
             month=month,
             reasons=reasons,
-            day_usage=Usage(*totals[:3]),
-            month_usage=Usage(*totals[3:]),
+            day_usage=day_usage,
+            month_usage=month_usage,
         )
 
     def seed(self, subject: str, window: Window, usage: Usage, now_us: int | None = None) -> bool:

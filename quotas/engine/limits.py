@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 # A limit's code: its period ("r" rate, "d" day, "m" month, "c" concurrency) then the
 # resource it counts ("r" requests, "t" tokens, "s" spend in micro-USD).
@@ -116,8 +117,7 @@ class Window:
     end_us: int
 
 
-@dataclass(frozen=True)
-class LimitState:
+class LimitState(NamedTuple):
     """Where one limit stands after a decision."""
 
     name: str

@@ -21,12 +21,19 @@
 --
 -- Expiries are set relative to `now`, so a clock given in ARGV[1] ages keys consistently.
 --
--- Returns one string of comma-separated integers: status, denied, retry_after_us, now_us,
--- the day's requests, tokens, spend, the month's requests, tokens, spend (after this
--- charge), then used, remaining, reset_after_us for each limit. status 1: granted and
--- charged; 0: denied, nothing charged, denied = 1-based index of the limit with the longest
--- wait, or 0 when the subject is on hold; -1: the day (5th value 1) or month (6th value 1) hash is missing and must be seeded;
--- -2: now is outside the given windows (the client's clock is off): compute them again.
+-- Returns integers: status, denied, retry_after_us, now_us, then what the limits were
+-- decided on, as they stood before this ask: the day's requests, tokens, spend, the
+-- month's requests, tokens, spend, the stored arrival time of rated requests and of rated
+-- tokens (0: none), the live leases, and the wait for the first lease to end (0 unless
+-- the concurrency limit refused). The caller derives each limit's state from these.
+-- status 1: granted and charged; 0: denied, nothing charged, denied = 1-based index of the
+-- limit with the longest wait, or 0 when the subject is on hold; -1: the day (5th value 1)
+-- or month (6th value 1) hash is missing and must be seeded; -2: now is outside the given
+-- windows (the client's clock is off): compute them again.
+--
+-- Every value stays below 2^53, so Lua's doubles carry them exactly. Redis writes a number
+-- given to redis.call with 17 significant digits and truncates one in a reply to an
+-- integer; only string concatenation (14 digits) must not see microsecond times.
 
 local now
 if ARGV[1] ~= '' then
@@ -36,104 +43,98 @@ else
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 local peek = ARGV[7] == 'peek'
-local ask = {r = tonumber(ARGV[2]), t = tonumber(ARGV[3]), s = tonumber(ARGV[4])}
+local ask_r, ask_t, ask_s = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local member = ARGV[5]
 if peek then
-  ask = {r = 0, t = 0, s = 0}
-  member = ''
+  ask_r, ask_t, ask_s, member = 0, 0, 0, ''
 end
 
 local dend, mend = tonumber(ARGV[11]), tonumber(ARGV[13])
 if now < tonumber(ARGV[10]) or now >= dend or now < tonumber(ARGV[12]) or now >= mend then
-  return '-2,0,0,' .. string.format('%.0f', now)
+  return {-2, 0, 0, now}
 end
 local dkey, mkey = KEYS[3], KEYS[4]
-local grace = tonumber(ARGV[14])
 
-local limits = {}
+-- The limits, and which keys they read.
 local track = ARGV[8] == '1'
-local uses_day, uses_month = track, track
+local uses_day, uses_month, rated, leased = track, track, false, false
+local codes, amounts, bursts, intervals = {}, {}, {}, {}
+local n = 0
 for code, amount, burst, interval in string.gmatch(ARGV[15], '(%a%a),(%d+),(%d+),(%d+);') do
-  local period = string.sub(code, 1, 1)
-  limits[#limits + 1] = {
-    period = period,
-    field = string.sub(code, 2, 2),
-    amount = tonumber(amount),
-    burst = tonumber(burst),
-    interval = tonumber(interval),
-  }
-  if period == 'd' then uses_day = true elseif period == 'm' then uses_month = true end
-end
-
-local function fmt(x) return string.format('%.0f', x) end
-local function num(x)
-  if x < 1e14 and x > -1e14 then return tostring(x) end
-  return fmt(x)
+  n = n + 1
+  codes[n], amounts[n], bursts[n], intervals[n] = code, tonumber(amount), tonumber(burst), tonumber(interval)
+  local period = string.byte(code, 1)
+  if period == 100 then uses_day = true          -- d
+  elseif period == 109 then uses_month = true    -- m
+  elseif period == 114 then rated = true         -- r
+  else leased = true end                         -- c
 end
 
 -- The window counters, read once. Every window hash the script or the seed writes holds
 -- r, t and s, so a missing r means a missing hash.
 local seed = ARGV[9] == '1'
-local win = {d = {0, 0, 0}, m = {0, 0, 0}}
-local missing = {d = false, m = false}
-for period, key in pairs({d = uses_day and dkey, m = uses_month and mkey}) do
-  if key then
-    local v = redis.call('HMGET', key, 'r', 't', 's')
-    missing[period] = not v[1]
-    win[period] = {tonumber(v[1] or '0'), tonumber(v[2] or '0'), tonumber(v[3] or '0')}
-  end
+local d = {0, 0, 0}
+local m = {0, 0, 0}
+local dmiss, mmiss = false, false
+if uses_day then
+  local v = redis.call('HMGET', dkey, 'r', 't', 's')
+  dmiss = not v[1]
+  d = {tonumber(v[1] or '0'), tonumber(v[2] or '0'), tonumber(v[3] or '0')}
 end
-if seed and (missing.d or missing.m) then
-  return '-1,0,0,' .. fmt(now) .. ',' .. (missing.d and 1 or 0) .. ',' .. (missing.m and 1 or 0)
+if uses_month then
+  local v = redis.call('HMGET', mkey, 'r', 't', 's')
+  mmiss = not v[1]
+  m = {tonumber(v[1] or '0'), tonumber(v[2] or '0'), tonumber(v[3] or '0')}
 end
-local FIELD = {r = 1, t = 2, s = 3}
+if seed and (dmiss or mmiss) then
+  return {-1, 0, 0, now, dmiss and 1 or 0, mmiss and 1 or 0}
+end
+local tat_r, tat_t, leases, lease_wait = 0, 0, 0, 0
+if rated then
+  local v = redis.call('HMGET', KEYS[1], 'r', 't')
+  tat_r, tat_t = tonumber(v[1] or '0'), tonumber(v[2] or '0')
+end
+if leased then
+  leases = redis.call('ZCOUNT', KEYS[2], string.format('(%.0f', now), '+inf')
+end
 
--- First pass: where each limit stands before and after this ask; nothing is written.
-local before, after, resets = {}, {}, {}
+-- Each limit's wait; the longest one refuses. Nothing is written yet.
 local denied, retry = 0, 0
 local held = redis.call('PTTL', KEYS[5])
 if held > 0 and not peek then retry = held * 1000 end
-local new_tats = {}
-for i, l in ipairs(limits) do
+local new_r, new_t = nil, nil
+for i = 1, n do
+  local code, amount = codes[i], amounts[i]
+  local period, field = string.byte(code, 1), string.byte(code, 2)
   local wait = 0
-  if l.period == 'r' then
-    local cost = ask[l.field]
-    local T = l.interval / l.amount
-    local tat = tonumber(redis.call('HGET', KEYS[1], l.field) or '0')
+  if period == 114 then  -- r: GCRA
+    local cost, tat = ask_r, tat_r
+    if field == 116 then cost, tat = ask_t, tat_t end
+    local T = intervals[i] / amount
     if tat < now then tat = now end
     -- Rounded down: a stored TAT never runs ahead of the exact one, else with a fractional T
     -- the rounding adds up over a burst and its last slot is refused.
     local new_tat = math.floor(tat + T * cost)
-    local allow_at = new_tat - T * l.burst
-    local avail = math.min(l.burst, math.floor((now - (tat - T * l.burst)) / T))
-    before[i] = {l.burst - avail, avail}
-    after[i] = {l.burst - avail + cost, math.floor((now - allow_at) / T)}
-    resets[i] = {tat - now, new_tat - now}
-    if allow_at > now then wait = allow_at - now else new_tats[l.field] = new_tat end
-  else
-    local used, cost, reset
-    if l.period == 'c' then
-      used = redis.call('ZCOUNT', KEYS[2], '(' .. fmt(now), '+inf')
-      cost = member ~= '' and 1 or 0
-      reset = 0
+    local allow_at = new_tat - T * bursts[i]
+    if allow_at > now then
+      wait = allow_at - now
+    elseif field == 116 then
+      new_t = new_tat
     else
-      cost = ask[l.field]
-      used = win[l.period][FIELD[l.field]]
-      reset = (l.period == 'd' and dend or mend) - now
+      new_r = new_tat
     end
-    before[i] = {used, l.amount - used}
-    after[i] = {used + cost, l.amount - used - cost}
-    resets[i] = {reset, reset}
-    if used + cost > l.amount then
-      if l.period == 'c' then
-        local first = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. fmt(now), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-        wait = 1000000
-        if first[2] and tonumber(first[2]) - now < wait then wait = tonumber(first[2]) - now end
-        resets[i] = {wait, wait}
-      else
-        wait = reset
-      end
+  elseif period == 99 then  -- c
+    if leases + (member ~= '' and 1 or 0) > amount then
+      local first = redis.call('ZRANGEBYSCORE', KEYS[2], string.format('(%.0f', now), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+      wait = 1000000
+      if first[2] and tonumber(first[2]) - now < wait then wait = tonumber(first[2]) - now end
+      lease_wait = wait
     end
+  else
+    local v = period == 100 and d or m
+    local used, cost = v[1], ask_r
+    if field == 116 then used, cost = v[2], ask_t elseif field == 115 then used, cost = v[3], ask_s end
+    if used + cost > amount then wait = (period == 100 and dend or mend) - now end
   end
   if wait > retry then
     retry = wait
@@ -141,56 +142,47 @@ for i, l in ipairs(limits) do
   end
 end
 
-local function states(status)
-  local charged = status == 1 and not peek
-  local out = {status, denied, fmt(math.ceil(retry)), fmt(now)}
-  for _, period in ipairs({'d', 'm'}) do
-    local v = win[period]
-    local used = (period == 'd' and uses_day) or (period == 'm' and uses_month)
-    for j, f in ipairs({'r', 't', 's'}) do
-      out[#out + 1] = num((charged and used) and v[j] + ask[f] or v[j])
-    end
-  end
-  for i = 1, #limits do
-    local s = charged and after[i] or before[i]
-    local r = charged and resets[i][2] or resets[i][1]
-    out[#out + 1] = num(s[1])
-    out[#out + 1] = num(math.max(0, s[2]))
-    out[#out + 1] = num(math.max(0, math.ceil(r)))
-  end
-  return table.concat(out, ',')
+local function reply(status)
+  return {status, denied, math.ceil(retry), now, d[1], d[2], d[3], m[1], m[2], m[3],
+    tat_r, tat_t, leases, lease_wait}
 end
 
+local grace = tonumber(ARGV[14])
 if retry > 0 then
   if uses_day and not peek then
     redis.call('HINCRBY', dkey, 'x', 1)
-    if not seed then redis.call('PEXPIRE', dkey, fmt(math.ceil((dend + grace - now) / 1000))) end
+    if not seed then redis.call('PEXPIRE', dkey, math.ceil((dend + grace - now) / 1000)) end
   end
-  return states(0)
+  return reply(0)
 end
+if peek then return reply(1) end
 
-if not peek then
-  local last = 0
-  for f, tat in pairs(new_tats) do
-    redis.call('HSET', KEYS[1], f, fmt(tat))
-    if tat > last then last = tat end
+if new_r or new_t then
+  local last = math.max(new_r or 0, new_t or 0)
+  if new_r and new_t then
+    redis.call('HSET', KEYS[1], 'r', new_r, 't', new_t)
+  elseif new_r then
+    redis.call('HSET', KEYS[1], 'r', new_r)
+  else
+    redis.call('HSET', KEYS[1], 't', new_t)
   end
-  if last > 0 then redis.call('PEXPIRE', KEYS[1], fmt(math.ceil((last - now) / 1000) + 1)) end
-  local function charge(key, v, wend)
-    redis.call('HSET', key, 'r', num(v[1] + ask.r), 't', num(v[2] + ask.t), 's', num(v[3] + ask.s))
-    -- A seeded hash already expires after its window; others get their expiry here.
-    if not seed then redis.call('PEXPIRE', key, fmt(math.ceil((wend + grace - now) / 1000))) end
-  end
-  if uses_day then charge(dkey, win.d, dend) end
-  if uses_month then charge(mkey, win.m, mend) end
-  if member ~= '' then
-    -- Expired leases no longer count, but are kept for `grace` so a late settle still
-    -- finds its reservation and moves the counters by actual - reserved.
-    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. fmt(now - grace))
-    local expiry = now + tonumber(ARGV[6])
-    redis.call('ZADD', KEYS[2], fmt(expiry), member)
-    redis.call('PEXPIRE', KEYS[2], fmt(math.ceil((tonumber(ARGV[6]) + grace) / 1000) + 1))
-  end
+  redis.call('PEXPIRE', KEYS[1], math.ceil((last - now) / 1000) + 1)
 end
-
-return states(1)
+if uses_day then
+  redis.call('HSET', dkey, 'r', d[1] + ask_r, 't', d[2] + ask_t, 's', d[3] + ask_s)
+  -- A seeded hash already expires after its window; others get their expiry here.
+  if not seed then redis.call('PEXPIRE', dkey, math.ceil((dend + grace - now) / 1000)) end
+end
+if uses_month then
+  redis.call('HSET', mkey, 'r', m[1] + ask_r, 't', m[2] + ask_t, 's', m[3] + ask_s)
+  if not seed then redis.call('PEXPIRE', mkey, math.ceil((mend + grace - now) / 1000)) end
+end
+if member ~= '' then
+  -- Expired leases no longer count, but are kept for `grace` so a late settle still
+  -- finds its reservation and moves the counters by actual - reserved.
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('(%.0f', now - grace))
+  local lease_us = tonumber(ARGV[6])
+  redis.call('ZADD', KEYS[2], now + lease_us, member)
+  redis.call('PEXPIRE', KEYS[2], math.ceil((lease_us + grace) / 1000) + 1)
+end
+return reply(1)
