@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connections, models, router, transaction
 from django.db.models import F
 from rest_framework_api_key.models import AbstractAPIKey, BaseAPIKeyManager
 
@@ -228,7 +228,31 @@ class UsageRecord(models.Model):
 
     @classmethod
     def add(cls, user_id: int, day: Any, model: str, **amounts: Any) -> None:
-        """Add amounts to a ledger row, creating it if needed (safe under concurrency)."""
+        """Add amounts to a ledger row, creating it if needed (safe under concurrency).
+
+        On PostgreSQL and SQLite this is one `INSERT ... ON CONFLICT DO UPDATE`, committed
+        like any write; elsewhere an UPDATE, then an INSERT if no row was there.
+        """
+        connection = connections[router.db_for_write(cls)]
+        if connection.vendor in _UPSERT_VENDORS:
+            added = tuple(name for name in _AMOUNTS if name in amounts)
+            if len(added) != len(amounts):
+                unknown = sorted(set(amounts) - set(added))
+                raise TypeError(f"UsageRecord has no amount {unknown}.")
+            sql = _upsert_sql(connection, added)
+            adapt = connection.ops.adapt_decimalfield_value
+            given = {name: amounts.get(name, 0) for name in _AMOUNTS}
+            given["cost"] = Decimal(given["cost"])
+            # A new row starts from the amounts, none below 0 (a correction that finds no
+            # row has nothing to correct); an existing row is moved by them.
+            start = [max(given[name], 0) for name in _AMOUNTS]
+            moves = [given[name] for name in added]
+            for values in (start, moves):
+                values[:] = [adapt(v, **MONEY) if isinstance(v, Decimal) else v for v in values]
+            params = [user_id, connection.ops.adapt_datefield_value(day), model, *start, *moves]
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+            return
         updates = {name: F(name) + value for name, value in amounts.items()}
         rows = cls.objects.filter(user_id=user_id, day=day, model=model)
         if rows.update(**updates):
@@ -238,6 +262,36 @@ class UsageRecord(models.Model):
                 cls.objects.create(user_id=user_id, day=day, model=model, **amounts)
         except IntegrityError:  # created by a concurrent request in between
             rows.update(**updates)
+
+
+# Databases whose `INSERT ... ON CONFLICT (...) DO UPDATE` adds to a ledger row in one step.
+_UPSERT_VENDORS = frozenset({"postgresql", "sqlite"})
+_AMOUNTS = ("requests", "prompt_tokens", "completion_tokens", "cost", "denied")
+
+
+_upserts: dict[tuple[str, tuple[str, ...]], str] = {}
+
+
+def _upsert_sql(connection: Any, added: tuple[str, ...]) -> str:
+    """The statement creating a ledger row or adding the `added` amounts to it.
+
+    It takes the row's key and every amount for a new row, then the `added` amounts.
+    """
+    sql = _upserts.get((connection.vendor, added))
+    if sql is None:
+        quote = connection.ops.quote_name
+        meta = UsageRecord._meta
+        table = quote(meta.db_table)
+        keys = [quote(meta.get_field(name).column) for name in ("user", "day", "model")]
+        columns = [quote(meta.get_field(name).column) for name in _AMOUNTS]
+        sets = [f"{quote(meta.get_field(name).column)}" for name in added]
+        action = "UPDATE SET " + ", ".join(f"{c} = {table}.{c} + %s" for c in sets)
+        sql = _upserts[connection.vendor, added] = (
+            f"INSERT INTO {table} ({', '.join(keys + columns)}) "
+            f"VALUES ({', '.join(['%s'] * (len(keys) + len(columns)))}) "
+            f"ON CONFLICT ({', '.join(keys)}) DO {action if added else 'NOTHING'}"
+        )
+    return sql
 
 
 class QuotaAdjustment(models.Model):

@@ -96,17 +96,26 @@ class QuotaService:
         tokens: int,
         spend: int,
         record_denial: bool = True,
+        watch: tuple[str, ...] = (),
     ) -> tuple[Decision, Grant | None]:
         """Reserve one request, `tokens` and `spend` (micro-USD) with a concurrency lease.
 
         A denied reservation charges nothing and is counted in the ledger (unless
-        `record_denial` is off: the caller may still try a cheaper model).
+        `record_denial` is off: the caller may still try a cheaper model). The holds on
+        the `watch` subjects come back in `Decision.watched_hold`, read in the same round
+        trip; a grant made while one is on stands until the caller refunds it.
         """
         if quota.blocked:
             raise Blocked()
         try:
             return self._reserve(
-                user_id, quota, model=model, tokens=tokens, spend=spend, record=record_denial
+                user_id,
+                quota,
+                model=model,
+                tokens=tokens,
+                spend=spend,
+                record=record_denial,
+                watch=watch,
             )
         except CountersUnavailable as exc:
             if not conf.FAIL_OPEN:
@@ -128,7 +137,15 @@ class QuotaService:
         return decision, Grant(user_id, model, decision, decision.reservation, degraded=True)
 
     def _reserve(
-        self, user_id: int, quota: Quota, *, model: str, tokens: int, spend: int, record: bool
+        self,
+        user_id: int,
+        quota: Quota,
+        *,
+        model: str,
+        tokens: int,
+        spend: int,
+        record: bool,
+        watch: tuple[str, ...],
     ) -> tuple[Decision, Grant | None]:
         engine = self.engine
         self.recover()
@@ -141,6 +158,7 @@ class QuotaService:
             lease_seconds=conf.LEASE_SECONDS,
             now=self._now(),
             seeder=_seed_from_ledger,
+            watch=watch,
         )
         if not decision.allowed or decision.reservation is None:
             if record:

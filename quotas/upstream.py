@@ -258,7 +258,7 @@ class UpstreamLimiter:
         while True:
             # One call checks the provider's backoff (a hold on the model) and its limits.
             now = self.clock() if self.clock else None
-            decision = self.engine.reserve(_subject(model), policy, tokens=tokens, now=now)
+            decision = self.engine.reserve(subject(model), policy, tokens=tokens, now=now)
             if decision.allowed:
                 return
             wait = decision.retry_after
@@ -271,14 +271,24 @@ class UpstreamLimiter:
         if seconds <= 0:
             return
         try:
-            self.engine.hold(_subject(model), seconds)
+            self.engine.hold(subject(model), seconds)
         except CountersUnavailable:
             logger.warning("quotas: could not record the provider's backoff")
 
     def backoff_remaining(self, model: str) -> float:
         """Seconds left of a backoff recorded for `model`; 0 if none."""
-        return float(self.engine.hold_remaining(_subject(model)))
+        return float(self.engine.hold_remaining(subject(model)))
 
 
-def _subject(model: str) -> str:
+def subject(model: str) -> str:
+    """The counters' subject of a model's provider limits and backoff."""
     return f"upstream:{model}"
+
+
+def needs_limiter(model: Any, backoff: float) -> bool:
+    """Whether a call to `model` must go through `UpstreamLimiter.acquire`.
+
+    Not when the model has no provider limits and its backoff, read with the caller's
+    reservation (`Decision.watched_hold`), is over: then acquiring would only find that.
+    """
+    return bool(model.upstream_requests_per_minute or model.upstream_tokens_per_minute or backoff)

@@ -148,6 +148,30 @@ class TestUsageRecordAdd:
         assert row.cost == Decimal("0.5")
         assert row.total_tokens == 17
 
+    def test_a_correction_moves_an_existing_row_down(self, user):
+        UsageRecord.add(user.pk, DAY, "gpt-4o", requests=1, prompt_tokens=900, cost="0.009")
+        UsageRecord.add(user.pk, DAY, "gpt-4o", prompt_tokens=-850, cost=Decimal("-0.0085"))
+        row = UsageRecord.objects.get()
+        assert (row.requests, row.prompt_tokens, row.cost) == (1, 50, Decimal("0.0005"))
+
+    def test_a_correction_without_a_row_keeps_what_it_adds(self, user):
+        UsageRecord.add(user.pk, DAY, "gpt-4o", requests=1, prompt_tokens=-5)
+        row = UsageRecord.objects.get()
+        assert (row.requests, row.prompt_tokens) == (1, 0)
+
+    def test_an_unknown_amount_is_refused_and_writes_nothing(self, user):
+        with pytest.raises(TypeError, match="tokens"):
+            UsageRecord.add(user.pk, DAY, "gpt-4o", requests=1, tokens=5)
+        assert not UsageRecord.objects.exists()
+
+    def test_databases_without_upsert_add_the_same(self, user, monkeypatch):
+        monkeypatch.setattr("quotas.models._UPSERT_VENDORS", frozenset())
+        UsageRecord.add(user.pk, DAY, "gpt-4o", requests=1, prompt_tokens=10, cost="0.5")
+        UsageRecord.add(user.pk, DAY, "gpt-4o", requests=1, completion_tokens=7)
+        row = UsageRecord.objects.get()
+        assert (row.requests, row.prompt_tokens, row.completion_tokens) == (2, 10, 7)
+        assert row.cost == Decimal("0.5")
+
     def test_one_row_per_user_day_and_model(self, user):
         UsageRecord.add(user.pk, DAY, "gpt-4o", requests=1)
         UsageRecord.add(user.pk, DAY, "gpt-4o-mini", requests=1)

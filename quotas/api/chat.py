@@ -209,6 +209,7 @@ class ChatCompletionsView(CallerAPIView):
                 tokens=worst,
                 spend=spend,
                 record_denial=not can_degrade,
+                watch=(upstream.subject(served.name),),
             )
             charged = {"dt": worst, "dr": 1, "ms": spend}
             if can_degrade and serving_model(quota, served.name, decision, charged) != served.name:
@@ -218,7 +219,12 @@ class ChatCompletionsView(CallerAPIView):
                 served = fallback
                 spend = served.cost_micros(prompt_tokens, completion_budget)
                 decision, grant = service.reserve(
-                    request.user.pk, quota, model=served.name, tokens=worst, spend=spend
+                    request.user.pk,
+                    quota,
+                    model=served.name,
+                    tokens=worst,
+                    spend=spend,
+                    watch=(upstream.subject(served.name),),
                 )
             elif can_degrade and grant is None:
                 service.record_denial(request.user.pk, decision, served.name)
@@ -233,13 +239,14 @@ class ChatCompletionsView(CallerAPIView):
             extra_headers[DOWNGRADE_HEADER] = chat.model.name
 
         try:
-            upstream.UpstreamLimiter(get_engine()).acquire(
-                served.name,
-                served.upstream_requests_per_minute,
-                served.upstream_tokens_per_minute,
-                worst,
-                conf.UPSTREAM_MAX_WAIT,
-            )
+            if upstream.needs_limiter(served, decision.watched_hold):
+                upstream.UpstreamLimiter(get_engine()).acquire(
+                    served.name,
+                    served.upstream_requests_per_minute,
+                    served.upstream_tokens_per_minute,
+                    worst,
+                    conf.UPSTREAM_MAX_WAIT,
+                )
         except upstream.UpstreamBusy as exc:
             service.refund(grant)
             wait = max(1, int(exc.retry_after + 0.999))

@@ -199,11 +199,14 @@ class QuotaEngine:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         now: float | None = None,
         seeder: Seeder | None = None,
+        watch: tuple[str, ...] = (),
     ) -> Decision:
         """Charge `requests`, `tokens` and `spend` (micro-USD) against every limit, or nothing.
 
         With `lease`, the reservation holds a concurrency slot until settled or refunded,
         or until `lease_seconds` pass. `now` (seconds) replaces Redis's clock, for tests.
+        The holds on the `watch` subjects are read in the same round trip (they may live
+        elsewhere in a cluster): `Decision.watched_hold` is the longest, in seconds.
         """
         if min(requests, tokens, spend) < 0:
             raise ValueError("A reservation cannot ask for negative amounts.")
@@ -211,7 +214,17 @@ class QuotaEngine:
         if lease:
             member = f"{secrets.token_hex(6)}:{requests}:{tokens}:{spend}"
         return self._run(
-            subject, policy, "charge", member, requests, tokens, spend, lease_seconds, now, seeder
+            subject,
+            policy,
+            "charge",
+            member,
+            requests,
+            tokens,
+            spend,
+            lease_seconds,
+            now,
+            seeder,
+            tuple(self.key(other, "hold") for other in watch),
         )
 
     def peek(
@@ -223,7 +236,7 @@ class QuotaEngine:
         seeder: Seeder | None = None,
     ) -> Decision:
         """Every limit's state without charging anything."""
-        return self._run(subject, policy, "peek", "", 0, 0, 0, 0, now, seeder)
+        return self._run(subject, policy, "peek", "", 0, 0, 0, 0, now, seeder, ())
 
     def _run(
         self,
@@ -237,6 +250,7 @@ class QuotaEngine:
         lease_seconds: float,
         now: float | None,
         seeder: Seeder | None,
+        watched: tuple[str, ...],
     ) -> Decision:
         clock_us = int((time.time() if now is None else now) * 1_000_000)
         day, month = current_windows(clock_us, policy.time_zone)
@@ -266,7 +280,7 @@ class QuotaEngine:
             ]
             args = [*head, day.start_us, day.end_us, month.start_us, month.end_us, *tail]
             with unavailable_on_error():
-                values = self._reserve(keys=keys, args=args)
+                values, held_ms = self._call_reserve(keys, args, watched)
             status, denied, retry_us, now_us = values[:4]
             if status == -2:  # this server's clock is off: take the windows by Redis's
                 day, month = current_windows(now_us, policy.time_zone)
@@ -325,7 +339,32 @@ class QuotaEngine:
             reasons=reasons,
             day_usage=day_usage,
             month_usage=month_usage,
+            watched_hold=max(held_ms, 0) / 1000,
         )
+
+    def _call_reserve(
+        self, keys: list[str], args: list[Any], watched: tuple[str, ...]
+    ) -> tuple[list[int], int]:
+        """reserve.lua's reply and the longest PTTL of the `watched` keys, in one round trip."""
+        if not watched:
+            return self._reserve(keys=keys, args=args), 0
+        script = self._reserve
+        for _attempt in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            # As a plain command: a cluster pipeline refuses `evalsha`, not EVALSHA by name.
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            for key in watched:
+                pipe.pttl(key)
+            reply, *ttls = pipe.execute(raise_on_error=False)
+            if isinstance(reply, redis.exceptions.NoScriptError):
+                # The script did not run: load it (on every node of a cluster) and go again.
+                script.sha = self.client.script_load(script.script)
+                continue
+            for answer in (reply, *ttls):
+                if isinstance(answer, Exception):
+                    raise answer
+            return reply, max(ttls)
+        raise redis.exceptions.NoScriptError("reserve.lua could not be loaded")
 
     def seed(self, subject: str, window: Window, usage: Usage, now_us: int | None = None) -> bool:
         """Create a window's counters from ledger totals unless they exist."""

@@ -316,3 +316,22 @@ def test_a_hold_refuses_every_reservation_until_it_expires(engine):
     time.sleep(0.35)
     assert engine.hold_remaining("held") == 0
     assert engine.reserve("held", policy).allowed
+
+
+def test_holds_of_watched_subjects_come_back_with_the_decision(engine):
+    policy = Policy((Limit("per_day", "dr", 100),), time_zone="UTC")
+    engine.hold("provider", 0.5)
+    decision = engine.reserve("u", policy, watch=("provider", "idle"))
+    assert decision.allowed  # the caller's own limits decide; the caller reads the hold
+    assert 0.3 < decision.watched_hold <= 0.5
+    assert engine.reserve("u", policy, watch=("idle",)).watched_hold == 0
+    assert engine.reserve("u", policy).watched_hold == 0
+    assert engine.peek("u", policy).day_usage.requests == 3
+
+
+def test_a_watching_reservation_loads_its_script_again_after_a_flush(engine):
+    policy = Policy((Limit("per_day", "dr", 2),), time_zone="UTC")
+    assert engine.reserve("u", policy, watch=("provider",)).allowed
+    engine.client.script_flush()
+    assert engine.reserve("u", policy, watch=("provider",)).allowed
+    assert not engine.reserve("u", policy, watch=("provider",)).allowed  # charged once each
