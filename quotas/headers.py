@@ -52,10 +52,17 @@ def rate_limit_headers(decision: Decision) -> dict[str, str]:
 
 
 def add_rate_limit_headers(response: Any, decision: Decision) -> None:
-    """Put the decision's headers on `response`, keeping any the view set itself."""
+    """Put the decision's headers on `response`, keeping any the view set itself.
+
+    A response passes the view and then the middleware: the second time, with the same
+    decision, there is nothing left to add.
+    """
+    if getattr(response, "_rate_limit_decision", None) is decision:
+        return
     for name, value in rate_limit_headers(decision).items():
         if name not in response:
             response[name] = value
+    response._rate_limit_decision = decision
 
 
 def retry_after_seconds(decision: Decision) -> int:

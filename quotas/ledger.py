@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -17,8 +17,8 @@ from .policy import to_micros
 
 def window_day(window: Window) -> date:
     """The date of a day window (for a month window: its first day)."""
-    label = window.label if window.kind == "d" else window.label + "01"
-    return datetime.strptime(label, "%Y%m%d").date()
+    label = window.label  # "YYYYMMDD" or "YYYYMM"
+    return date(int(label[:4]), int(label[4:6]), int(label[6:8] or 1))
 
 
 def window_days(window: Window) -> tuple[date, date]:
@@ -26,7 +26,7 @@ def window_days(window: Window) -> tuple[date, date]:
     if window.kind == "d":
         day = window_day(window)
         return day, day
-    first = datetime.strptime(window.label + "01", "%Y%m%d").date()
+    first = window_day(window)
     index = first.year * 12 + first.month
     following = date(index // 12, index % 12 + 1, 1)
     return first, date.fromordinal(following.toordinal() - 1)
