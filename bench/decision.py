@@ -18,9 +18,13 @@ from .limiters import NAMES, OURS_TIER, make
 from .ours import OursTier
 
 PING = "redis-py PING"
+SCRIPT_FLOOR = "EVALSHA, a full tier's keys and arguments, no work"
 TIER_RESERVE = "ours: full tier, reserve"
 TIER_SETTLED = "ours: full tier, reserve + settle"
-SERIES = (PING, *(n for n in NAMES if n != OURS_TIER), TIER_RESERVE, TIER_SETTLED)
+SERIES = (PING, SCRIPT_FLOOR, *(n for n in NAMES if n != OURS_TIER), TIER_RESERVE, TIER_SETTLED)
+
+# Returns what reserve.lua returns for a grant, having read and written nothing.
+NO_WORK = "return {1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}"
 
 
 def percentile(ordered: list[float], q: float) -> float:
@@ -58,6 +62,28 @@ def _hit_probe(call: Callable[[], Any]) -> Probe:
         return bool(ok), (clock() - start,)
 
     return probe
+
+
+def _floor_probe(client: Any, limiter: OursTier, user: int) -> Probe:
+    """One script call with the keys and arguments of the full tier's reservation.
+
+    The floor of any decision made in one Lua call: the round trip, the arguments both
+    ways and the script's start, without reading or writing anything.
+    """
+    sent: dict[str, Any] = {}
+    real = limiter.engine._reserve
+    no_work = client.register_script(NO_WORK)
+
+    def capture(keys: list[Any], args: list[Any]) -> Any:
+        sent.update(keys=keys, args=args)
+        return no_work(keys=keys, args=args)
+
+    limiter.engine._reserve = capture
+    try:
+        limiter.reserve(user)
+    finally:
+        limiter.engine._reserve = real
+    return _hit_probe(partial(no_work, keys=sent["keys"], args=sent["args"]))
 
 
 def _tier_probe(limiter: OursTier, user: int) -> Probe:
@@ -146,6 +172,7 @@ def _size_round(
     limiters = [make(name, size, redis_url, namespace) for name in NAMES]
     for limiter in limiters:
         if isinstance(limiter, OursTier):
+            probes[(SCRIPT_FLOOR,)] = _floor_probe(client, limiter, user)
             probes[(TIER_RESERVE, TIER_SETTLED)] = _tier_probe(limiter, user)
         else:
             probes[(limiter.name,)] = _hit_probe(partial(limiter.hit, user))
@@ -162,7 +189,8 @@ def _size_round(
     ping = stats[PING]["median_us"]
     rows = []
     for name in SERIES:
-        row = {"series": name, "limit": size, "prefilled": 0 if name == PING else filled}
+        prefilled = 0 if name in (PING, SCRIPT_FLOOR) else filled
+        row = {"series": name, "limit": size, "prefilled": prefilled}
         row.update(stats[name], x_ping=stats[name]["median_us"] / ping)
         rows.append(row)
     return rows

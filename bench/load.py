@@ -80,6 +80,12 @@ def load(
     return {"elapsed": elapsed, "samples": done}
 
 
+def rate(run: dict[str, Any]) -> float:
+    """Answers 200 per second in one run of `load`."""
+    ok = sum(1 for status, _ in run["samples"] if status == 200)
+    return ok / run["elapsed"] if run["elapsed"] else 0.0
+
+
 def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Requests per second and latency over several runs of `load`."""
     samples = [item for run in runs for item in run["samples"]]

@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from .decision import PING, SERIES, TIER_RESERVE, TIER_SETTLED
+from .decision import PING, SCRIPT_FLOOR, SERIES, TIER_RESERVE, TIER_SETTLED
 from .limiters import (
     DRF,
     LIMITS_FIXED,
@@ -27,6 +27,7 @@ from .targets import MEMORY_BYTES
 # One colour per limiter in every plot; ours drawn thick with round markers.
 COLORS = {
     PING: "black",
+    SCRIPT_FLOOR: "dimgray",
     OURS: "tab:blue",
     OURS_TIER: "tab:orange",
     TIER_RESERVE: "tab:orange",
@@ -41,8 +42,8 @@ COLORS = {
 
 def _style(name: str) -> dict[str, Any]:
     style: dict[str, Any] = {"color": COLORS[name]}
-    if name == PING:
-        return {**style, "linestyle": "--", "linewidth": 1.5}
+    if name in (PING, SCRIPT_FLOOR):
+        return {**style, "linestyle": "--" if name == PING else ":", "linewidth": 1.5}
     if name.startswith("ours"):
         dashed = {"linestyle": "-."} if name == TIER_SETTLED else {}
         return {**style, "linewidth": 2.6, "marker": "o", **dashed}

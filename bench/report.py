@@ -120,8 +120,15 @@ def _e2e(e2e: dict[str, Any]) -> list[str]:
         *lines,
         f"POST /v1/chat/completions, mock provider at zero latency, {e2e['server']}, "
         f"{e2e['database']} database, {e2e['concurrency']} keep-alive client threads, "
-        f"the two servers alternating in rounds. Enforcement cost: "
-        f"**{_num(e2e['cost_percent'], 1)}%** of throughput.",
+        f"the two servers alternating in {e2e.get('rounds', '')} rounds. Enforcement cost: "
+        f"**{_num(e2e['cost_percent'], 1)}%** of throughput, the median over the rounds of "
+        f"1 - (req/s on) / (req/s off) in the same round"
+        + (
+            f" (each round: {', '.join(_num(c, 1) for c in e2e['cost_percent_rounds'])}; "
+            f"over all requests: {_num(e2e['cost_percent_pooled'], 1)}%)."
+            if "cost_percent_rounds" in e2e
+            else "."
+        ),
         "",
         *_table(["", "200 OK / sent", "req/s", "p50 ms", "p99 ms"], table),
     ]

@@ -75,3 +75,6 @@ def test_end_to_end_figures(bench_redis):
 
     assert result["on"]["ok"] > 0
     assert result["off"]["ok"] > 0
+    assert len(result["cost_percent_rounds"]) == 2  # one paired figure per round
+    low, high = result["cost_percent_rounds"]
+    assert low <= result["cost_percent"] <= high
