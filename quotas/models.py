@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import IntegrityError, connections, models, router, transaction
@@ -250,11 +252,19 @@ class UsageRecord(models.Model):
             for values in (start, moves):
                 values[:] = [adapt(v, **MONEY) if isinstance(v, Decimal) else v for v in values]
             params = [user_id, connection.ops.adapt_datefield_value(day), model, *start, *moves]
-            with connection.cursor() as cursor:
-                cursor.execute(sql, params)
+            # Inside a transaction a failed statement must not abort it: a savepoint.
+            inside = transaction.atomic() if connection.in_atomic_block else nullcontext()
+            try:
+                with inside, connection.cursor() as cursor:
+                    cursor.execute(sql, params)
+            except IntegrityError:
+                if get_user_model().objects.filter(pk=user_id).exists():
+                    raise
+                # The user was deleted meanwhile, and their ledger rows with them.
             return
         updates = {name: F(name) + value for name, value in amounts.items()}
         rows = cls.objects.filter(user_id=user_id, day=day, model=model)
+        # A row for a user deleted meanwhile fails to insert and is dropped.
         if rows.update(**updates):
             return
         try:

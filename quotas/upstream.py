@@ -285,10 +285,12 @@ def subject(model: str) -> str:
     return f"upstream:{model}"
 
 
-def needs_limiter(model: Any, backoff: float) -> bool:
+def needs_limiter(model: Any, backoff: float | None) -> bool:
     """Whether a call to `model` must go through `UpstreamLimiter.acquire`.
 
     Not when the model has no provider limits and its backoff, read with the caller's
-    reservation (`Decision.watched_hold`), is over: then acquiring would only find that.
+    reservation (`Decision.watched_hold`; None if it could not be read), is over: then
+    acquiring would only find that.
     """
-    return bool(model.upstream_requests_per_minute or model.upstream_tokens_per_minute or backoff)
+    limited = model.upstream_requests_per_minute or model.upstream_tokens_per_minute
+    return bool(limited or backoff is None or backoff > 0)

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import connection, connections
+from django.db import IntegrityError, connection, connections, transaction
 
 from quotas.models import AIModel, Tier, UsageRecord
 
@@ -163,6 +163,23 @@ class TestUsageRecordAdd:
         with pytest.raises(TypeError, match="tokens"):
             UsageRecord.add(user.pk, DAY, "gpt-4o", requests=1, tokens=5)
         assert not UsageRecord.objects.exists()
+
+    @pytest.mark.parametrize("upsert", [True, False])
+    @pytest.mark.django_db(transaction=True)  # foreign keys are checked at commit
+    def test_usage_of_a_user_deleted_meanwhile_is_dropped(self, upsert, monkeypatch):
+        if not upsert:
+            monkeypatch.setattr("quotas.models._UPSERT_VENDORS", frozenset())
+        gone = get_user_model().objects.create_user("gone")
+        pk = gone.pk
+        gone.delete()
+        UsageRecord.add(pk, DAY, "gpt-4o", requests=1, prompt_tokens=5)
+        assert not UsageRecord.objects.exists()
+
+    def test_a_correction_below_zero_is_refused(self, user):
+        UsageRecord.add(user.pk, DAY, "gpt-4o", requests=1, prompt_tokens=5)
+        with pytest.raises(IntegrityError), transaction.atomic():
+            UsageRecord.add(user.pk, DAY, "gpt-4o", prompt_tokens=-6)
+        assert UsageRecord.objects.get().prompt_tokens == 5
 
     def test_databases_without_upsert_add_the_same(self, user, monkeypatch):
         monkeypatch.setattr("quotas.models._UPSERT_VENDORS", frozenset())

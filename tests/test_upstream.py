@@ -9,6 +9,7 @@ import pytest
 from quotas import upstream
 from quotas.engine import QuotaEngine
 from quotas.mock_provider import FINGERPRINT, MockTransport
+from quotas.models import AIModel
 from quotas.upstream import (
     UpstreamBusy,
     UpstreamError,
@@ -304,3 +305,18 @@ def test_backoff_only_ever_extends(engine: QuotaEngine) -> None:
     limiter.backoff("gpt-4o", 1)
     assert limiter.backoff_remaining("gpt-4o") > 4
     assert limiter.backoff_remaining("gpt-4o-mini") == 0
+
+
+@pytest.mark.parametrize(
+    ("rpm", "tpm", "backoff", "needed"),
+    [
+        (None, None, 0.0, False),  # nothing to wait for: no call of its own
+        (60, None, 0.0, True),
+        (None, 1000, 0.0, True),
+        (None, None, 2.5, True),  # a provider backoff holds
+        (None, None, None, True),  # the backoff could not be read with the reservation
+    ],
+)
+def test_the_limiter_is_needed_only_for_limits_or_a_backoff(rpm, tpm, backoff, needed):
+    model = AIModel(name="m", upstream_requests_per_minute=rpm, upstream_tokens_per_minute=tpm)
+    assert upstream.needs_limiter(model, backoff) is needed

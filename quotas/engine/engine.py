@@ -205,8 +205,8 @@ class QuotaEngine:
 
         With `lease`, the reservation holds a concurrency slot until settled or refunded,
         or until `lease_seconds` pass. `now` (seconds) replaces Redis's clock, for tests.
-        The holds on the `watch` subjects are read in the same round trip (they may live
-        elsewhere in a cluster): `Decision.watched_hold` is the longest, in seconds.
+        The holds on the `watch` subjects are read with it: `Decision.watched_hold` is the
+        longest, in seconds (None if they could not be read; the reservation stands).
         """
         if min(requests, tokens, spend) < 0:
             raise ValueError("A reservation cannot ask for negative amounts.")
@@ -339,32 +339,45 @@ class QuotaEngine:
             reasons=reasons,
             day_usage=day_usage,
             month_usage=month_usage,
-            watched_hold=max(held_ms, 0) / 1000,
+            watched_hold=None if held_ms is None else max(held_ms, 0) / 1000,
         )
 
     def _call_reserve(
         self, keys: list[str], args: list[Any], watched: tuple[str, ...]
-    ) -> tuple[list[int], int]:
-        """reserve.lua's reply and the longest PTTL of the `watched` keys, in one round trip."""
+    ) -> tuple[list[int], int | None]:
+        """reserve.lua's reply and the longest PTTL (ms) of the `watched` keys, or None if
+        those could not be read.
+
+        On one server both go in one round trip. On a cluster the watched keys live on
+        other nodes, which may fail after the reservation was charged: they are read in a
+        second call, after it.
+        """
         if not watched:
             return self._reserve(keys=keys, args=args), 0
+        if isinstance(self.client, redis.cluster.RedisCluster):
+            return self._reserve(keys=keys, args=args), self._holds(watched)
         script = self._reserve
         for _attempt in range(2):
             pipe = self.client.pipeline(transaction=False)
-            # As a plain command: a cluster pipeline refuses `evalsha`, not EVALSHA by name.
-            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
             for key in watched:
                 pipe.pttl(key)
             reply, *ttls = pipe.execute(raise_on_error=False)
             if isinstance(reply, redis.exceptions.NoScriptError):
-                # The script did not run: load it (on every node of a cluster) and go again.
-                script.sha = self.client.script_load(script.script)
+                script.sha = self.client.script_load(script.script)  # it did not run
                 continue
-            for answer in (reply, *ttls):
-                if isinstance(answer, Exception):
-                    raise answer
+            if isinstance(reply, Exception):
+                raise reply
+            if any(isinstance(ttl, Exception) for ttl in ttls):
+                return reply, None
             return reply, max(ttls)
         raise redis.exceptions.NoScriptError("reserve.lua could not be loaded")
+
+    def _holds(self, watched: tuple[str, ...]) -> int | None:
+        try:
+            return max(int(self.client.pttl(key)) for key in watched)
+        except redis.RedisError:
+            return None
 
     def seed(self, subject: str, window: Window, usage: Usage, now_us: int | None = None) -> bool:
         """Create a window's counters from ledger totals unless they exist."""

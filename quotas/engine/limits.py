@@ -158,7 +158,8 @@ class Decision:
     reasons: tuple[str, ...] = ()  # every limit that could not take the ask
     day_usage: Usage = Usage()  # the day's and month's counters, this ask included if granted
     month_usage: Usage = Usage()
-    watched_hold: float = 0.0  # seconds left of the longest hold on a watched subject
+    # Seconds left of the longest hold on a watched subject; None: they could not be read.
+    watched_hold: float | None = 0.0
 
     def state(self, code: str) -> LimitState | None:
         for state in self.states:

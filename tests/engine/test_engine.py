@@ -335,3 +335,34 @@ def test_a_watching_reservation_loads_its_script_again_after_a_flush(engine):
     engine.client.script_flush()
     assert engine.reserve("u", policy, watch=("provider",)).allowed
     assert not engine.reserve("u", policy, watch=("provider",)).allowed  # charged once each
+
+
+def test_a_hold_that_cannot_be_read_leaves_the_reservation_standing(engine, monkeypatch):
+    if isinstance(engine.client, redis.cluster.RedisCluster):  # read after, on its own
+        monkeypatch.setattr(engine.client, "pttl", _node_down)
+    else:
+        real = engine.client.pipeline
+
+        def pipeline(*args, **kwargs):
+            pipe = real(*args, **kwargs)
+            execute = pipe.execute
+
+            def answers(raise_on_error=True):
+                reply, *ttls = execute(raise_on_error=raise_on_error)
+                return [reply, *(redis.ConnectionError("node down") for _ in ttls)]
+
+            pipe.execute = answers
+            return pipe
+
+        monkeypatch.setattr(engine.client, "pipeline", pipeline)
+    policy = Policy((Limit("per_day", "dr", 5), Limit("slots", "cc", 1)), time_zone="UTC")
+    decision = engine.reserve("u", policy, lease=True, watch=("provider",))
+    assert decision.allowed
+    assert decision.watched_hold is None  # unknown: the caller checks the provider itself
+    monkeypatch.undo()
+    assert engine.settle(decision.reservation, tokens=0, spend=0)
+    assert engine.peek("u", policy).state("cc").used == 0
+
+
+def _node_down(*args):
+    raise redis.ConnectionError("node down")
