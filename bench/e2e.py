@@ -114,7 +114,7 @@ def ready(port: int, key: str, log: Path, timeout: float = 60.0) -> None:
 def run(
     redis_url: str,
     *,
-    requests: int = 4_000,
+    requests: int = 8_000,
     concurrency: int = 8,
     workers: int = 2,
     threads: int = 4,
