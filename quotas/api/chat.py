@@ -17,7 +17,7 @@ from .. import policy, upstream
 from ..conf import conf
 from ..counters import get_engine
 from ..degradation import serving_model
-from ..engine import CountersUnavailable
+from ..engine import CountersUnavailable, Decision
 from ..models import AIModel
 from ..services import Grant, service
 from ..throttling import DECISION_ATTR, TierRateThrottle
@@ -197,20 +197,26 @@ class ChatCompletionsView(CallerAPIView):
                     "messages",
                 )
 
+        def reserve(
+            model: AIModel, spend: int, record_denial: bool = True
+        ) -> tuple[Decision, Grant | None]:
+            # The model's provider backoff is read in the same round trip.
+            return service.reserve(
+                request.user.pk,
+                quota,
+                model=model.name,
+                tokens=worst,
+                spend=spend,
+                record_denial=record_denial,
+                watch=(upstream.subject(model.name),),
+            )
+
         try:
             served = chat.model
             spend = served.cost_micros(prompt_tokens, completion_budget)
             fallback = catalogue.get(quota.fallback_model or "")
             can_degrade = bool(quota.degrade_at_percent and fallback and fallback != served)
-            decision, grant = service.reserve(
-                request.user.pk,
-                quota,
-                model=served.name,
-                tokens=worst,
-                spend=spend,
-                record_denial=not can_degrade,
-                watch=(upstream.subject(served.name),),
-            )
+            decision, grant = reserve(served, spend, record_denial=not can_degrade)
             charged = {"dt": worst, "dr": 1, "ms": spend}
             if can_degrade and serving_model(quota, served.name, decision, charged) != served.name:
                 # Running low: give this back and take the cheaper fallback's price instead.
@@ -218,14 +224,7 @@ class ChatCompletionsView(CallerAPIView):
                     service.refund(grant)
                 served = fallback
                 spend = served.cost_micros(prompt_tokens, completion_budget)
-                decision, grant = service.reserve(
-                    request.user.pk,
-                    quota,
-                    model=served.name,
-                    tokens=worst,
-                    spend=spend,
-                    watch=(upstream.subject(served.name),),
-                )
+                decision, grant = reserve(served, spend)
             elif can_degrade and grant is None:
                 service.record_denial(request.user.pk, decision, served.name)
         except CountersUnavailable:

@@ -295,7 +295,7 @@ class QuotaEngine:
             raise RuntimeError(f"Window counters for {subject!r} could not be seeded.")
 
         charged = status == 1 and mode == "charge"
-        asks = {"r": requests, "t": tokens, "s": spend}
+        asks = {"r": requests, "t": tokens, "s": spend, "c": 1 if member else 0}
         states = _states(plan, values, asks, charged and bool(member), charged, day, month)
         day_usage, month_usage = Usage(*values[4:7]), Usage(*values[7:10])
         if charged:
@@ -305,7 +305,7 @@ class QuotaEngine:
                 month_usage = _plus(month_usage, requests, tokens, spend)
         reservation = None
         allowed = status == 1
-        if allowed and mode == "charge":
+        if charged:
             reservation = Reservation(
                 id=member.split(":", 1)[0] if member else "",
                 subject=subject,
@@ -321,7 +321,6 @@ class QuotaEngine:
         on_hold = status == 0 and not denied
         reasons: tuple[str, ...] = ()
         if not allowed:
-            asks = {"r": requests, "t": tokens, "s": spend, "c": 1 if member else 0}
             reasons = tuple(
                 s.name for s in states if s.remaining < asks[s.code[1] if s.code != "cc" else "c"]
             )
