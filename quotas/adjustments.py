@@ -19,6 +19,10 @@ from .services import user_subject
 logger = logging.getLogger("quotas")
 
 
+# The counters hold exact integers only below 2**53 (Lua numbers are doubles).
+MAX_BOOST = 10**12
+
+
 def apply_adjustment(
     user_id: int,
     *,
@@ -69,6 +73,8 @@ def grant_boost(
     """Extra tokens and requests for the rest of today."""
     if tokens < 0 or requests < 0 or not (tokens or requests):
         raise ValueError("A boost adds a positive number of tokens or requests.")
+    if tokens > MAX_BOOST or requests > MAX_BOOST:
+        raise ValueError(f"A boost adds at most {MAX_BOOST:,} tokens or requests.")
     return apply_adjustment(
         user_id,
         kind=QuotaAdjustment.BOOST,

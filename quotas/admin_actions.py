@@ -53,8 +53,18 @@ def reset_today(model_admin: Any, request: HttpRequest, queryset: Any) -> HttpRe
 
 
 class BoostForm(forms.Form):
-    tokens = forms.IntegerField(min_value=0, initial=0, help_text="Extra tokens for today.")
-    requests = forms.IntegerField(min_value=0, initial=0, help_text="Extra requests for today.")
+    tokens = forms.IntegerField(
+        min_value=0,
+        max_value=adjustments.MAX_BOOST,
+        initial=0,
+        help_text="Extra tokens for today.",
+    )
+    requests = forms.IntegerField(
+        min_value=0,
+        max_value=adjustments.MAX_BOOST,
+        initial=0,
+        help_text="Extra requests for today.",
+    )
     reason = forms.CharField(max_length=200, required=False)
 
     def clean(self) -> dict[str, Any]:

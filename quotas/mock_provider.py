@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -137,7 +138,10 @@ class MockTransport(httpx.BaseTransport):
         words = reply_words(messages, model, target)
         text = "".join(words)
         completion = count_text_tokens(text, model) * choices
-        prompt = count_prompt_tokens(messages, model, tools=body.get("tools"))
+        billed = ("tools", "functions", "response_format", "tool_choice", "function_call")
+        prompt = count_prompt_tokens(
+            messages, model, [body[k] for k in billed if body.get(k) is not None]
+        )
         usage = {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
@@ -280,3 +284,18 @@ def _error(
 ) -> httpx.Response:
     error = {"message": message, "type": kind, "param": param, "code": code}
     return httpx.Response(status, headers={**_JSON, **(headers or {})}, json={"error": error})
+
+
+class AsyncMockTransport(httpx.AsyncBaseTransport):
+    """The same mock for `openai.AsyncOpenAI`: each answer made in a thread, then sent whole."""
+
+    def __init__(self, mock: MockTransport) -> None:
+        self.mock = mock
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        response = await asyncio.to_thread(self.mock.handle_request, request)
+        content = await asyncio.to_thread(response.read)
+        return httpx.Response(
+            response.status_code, headers=response.headers, content=content, request=request
+        )

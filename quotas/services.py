@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from . import degraded
 from .conf import conf
@@ -25,6 +26,7 @@ from .engine import limits as codes
 from .ledger import ledger_usage, window_day
 from .models import UsageRecord
 from .policy import Quota, from_micros, to_micros
+from .upstream import UpstreamLimiter
 
 logger = logging.getLogger("quotas")
 
@@ -254,6 +256,23 @@ class QuotaService:
         except CountersUnavailable:
             logger.warning("quotas: Redis unreachable at refund; the lease expires by itself")
             degraded.mark_dirty(grant.user_id)
+
+    # the provider's own limits -------------------------------------------------------
+
+    def wait_for_provider(self, model: Any, tokens: int) -> None:
+        """Take one request and `tokens` from `model`'s provider limits (and wait out its
+        backoff), up to `UPSTREAM_MAX_WAIT`; raises UpstreamBusy when that is too long."""
+        UpstreamLimiter(self.engine).acquire(
+            model.name,
+            model.upstream_requests_per_minute,
+            model.upstream_tokens_per_minute,
+            tokens,
+            conf.UPSTREAM_MAX_WAIT,
+        )
+
+    def provider_backoff(self, model: str, seconds: float) -> None:
+        """Hold every app server's calls to `model` for `seconds` (a provider's 429)."""
+        UpstreamLimiter(self.engine).backoff(model, seconds)
 
     def recover(self) -> None:
         """After an outage, drop the counters of users served from the ledger meanwhile,

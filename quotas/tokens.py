@@ -70,9 +70,10 @@ def count_text_tokens(text: str, model: str) -> int:
 
 
 def count_prompt_tokens(
-    messages: list[dict[str, Any]], model: str, tools: list[Any] | None = None
+    messages: list[dict[str, Any]], model: str, extra: list[Any] | None = None
 ) -> int:
-    """Prompt tokens of a chat request as OpenAI counts them; `tools` counted as their JSON."""
+    """Prompt tokens of a chat request as OpenAI counts them; `extra` (tool definitions,
+    response schemas...) counted as their compact JSON."""
     encoding = encoding_for(model)
     total = REPLY_PRIMING_TOKENS
     for message in messages:
@@ -87,8 +88,8 @@ def count_prompt_tokens(
                 total += _count_value(value, encoding)
             if key == "name":
                 total += TOKENS_PER_NAME
-    if tools:
-        total += _count_value(tools, encoding)
+    for value in extra or ():
+        total += _count_value(value, encoding)
     return total
 
 

@@ -20,7 +20,7 @@ except ImportError:  # pragma: no cover
 from .conf import conf
 from .engine import CountersUnavailable, Limit, Policy, QuotaEngine
 from .engine.limits import RATE_REQUESTS, RATE_TOKENS
-from .mock_provider import MockTransport
+from .mock_provider import AsyncMockTransport, MockTransport
 
 logger = logging.getLogger("quotas")
 
@@ -90,17 +90,30 @@ def client() -> openai.OpenAI:
 
 
 def _build_client() -> openai.OpenAI:
-    timeout = conf.UPSTREAM_TIMEOUT
-    if os.environ.get("OPENAI_API_KEY"):
-        return openai.OpenAI(timeout=timeout, max_retries=0)
-    logger.info("quotas: no OPENAI_API_KEY; answering with the built-in mock provider")
-    return openai.OpenAI(
-        api_key="mock",
-        base_url=MOCK_BASE_URL,
-        timeout=timeout,
-        max_retries=0,
-        http_client=httpx.Client(transport=mock_transport()),
-    )
+    settings = client_settings()
+    if settings.get("api_key") == "mock":
+        logger.info("quotas: no OPENAI_API_KEY; answering with the built-in mock provider")
+        settings["http_client"] = mock_http_client()
+    return openai.OpenAI(**settings)
+
+
+def client_settings() -> dict[str, Any]:
+    """The SDK client's settings: OPENAI_API_KEY / OPENAI_BASE_URL (read by the SDK), else
+    the mock provider's (whose client needs an `http_client` on `mock_transport()`)."""
+    settings: dict[str, Any] = {"timeout": conf.UPSTREAM_TIMEOUT, "max_retries": 0}
+    if not os.environ.get("OPENAI_API_KEY"):
+        settings.update(api_key="mock", base_url=MOCK_BASE_URL)
+    return settings
+
+
+def mock_http_client() -> httpx.Client:
+    """An HTTP client for `openai.OpenAI` that talks to this process's mock provider."""
+    return httpx.Client(transport=mock_transport())
+
+
+def mock_async_http_client() -> httpx.AsyncClient:
+    """The same for `openai.AsyncOpenAI`."""
+    return httpx.AsyncClient(transport=AsyncMockTransport(mock_transport()))
 
 
 def mock_transport() -> MockTransport:

@@ -311,3 +311,18 @@ def test_boost_needs_a_positive_amount(ada):
     with pytest.raises(ValueError):
         adjustments.grant_boost(ada.pk, tokens=0)
     assert not QuotaAdjustment.objects.exists()
+
+
+def test_a_boost_beyond_exact_counting_is_refused(ada, admin_client):
+    with pytest.raises(ValueError, match="at most"):
+        adjustments.grant_boost(ada.pk, tokens=10**18)
+    assert not QuotaAdjustment.objects.exists()
+
+    url = reverse("admin:auth_user_changelist")
+    page = admin_client.post(
+        url,
+        {"action": "grant_boost", "_selected_action": [ada.pk], "apply": "1", "tokens": 10**18},
+    )
+    assert page.status_code == 200
+    assert "less than or equal to" in page.content.decode()
+    assert not QuotaAdjustment.objects.exists()

@@ -127,7 +127,7 @@ def test_tool_calls_and_tool_definitions_are_counted() -> None:
     reply = [*with_call, {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]
     assert count_prompt_tokens(reply, "gpt-4") > count_prompt_tokens(with_call, "gpt-4")
     tool = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
-    assert count_prompt_tokens(bare, "gpt-4", tools=[tool]) > count_prompt_tokens(bare, "gpt-4")
+    assert count_prompt_tokens(bare, "gpt-4", [[tool]]) > count_prompt_tokens(bare, "gpt-4")
 
 
 def test_special_token_text_counts_as_plain_text() -> None:

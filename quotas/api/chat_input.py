@@ -1,52 +1,100 @@
-"""Checking a Chat Completions request body before anything is reserved or called."""
+"""Checking a Chat Completions request body for shape, before the call is planned."""
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..conf import conf
-from ..models import AIModel
-from ..policy import Quota
+from ..exceptions import InvalidRequest
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 NUMBER_PARAMS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
 
 
-class InvalidRequest(Exception):
-    """A 400 naming the offending parameter."""
-
-    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.code = code
-
-
 @dataclass
 class ChatRequest:
-    params: dict[str, Any]  # what is sent to the provider (model and max_tokens filled in)
-    model: AIModel
-    max_tokens: int
-    choices: int
+    params: dict[str, Any]  # the body's parameters, checked for shape
     stream: bool
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+# Deeper JSON than this is refused before anything reads it (json schemas nest, but not so).
+MAX_DEPTH = 128
+
+
+def _not_finite(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def _check_nesting(body: bytes) -> None:
+    """Refuse JSON nested more than MAX_DEPTH levels, counting brackets outside strings."""
+    depth = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise InvalidRequest(
+                    f"The JSON body is nested more than {MAX_DEPTH} levels deep.",
+                    code="invalid_json",
+                )
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+
+
+def _check_text(value: Any, where: str = "") -> None:
+    """Every string must be encodable as UTF-8 (a lone surrogate such as \\ud800 is not)."""
+    stack: list[tuple[Any, str]] = [(value, where)]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                raise InvalidRequest(
+                    f"'{path or 'body'}' holds a lone UTF-16 surrogate; send valid Unicode text.",
+                    path or None,
+                    "invalid_json",
+                ) from None
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                stack.append((key, path))
+                stack.append((child, f"{path}.{key}" if path else str(key)))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
 
 
 def parse_body(body: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or InvalidRequest (400 invalid_json)."""
+    _check_nesting(body or b"")
     try:
-        data = json.loads(body or b"")
-    except (ValueError, UnicodeDecodeError):
+        data = json.loads(body or b"", parse_constant=_not_finite, parse_float=_finite)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidRequest(
-            "We could not parse the JSON body of your request. Send valid JSON.",
+            "We could not parse the JSON body of your request. Send valid JSON "
+            "(finite numbers, UTF-8 text).",
             code="invalid_json",
         ) from None
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    _check_text(data)
     return data
 
 
@@ -84,47 +132,9 @@ def _check_messages(messages: Any) -> None:
         )
 
 
-def parse_chat_request(
-    data: dict[str, Any], quota: Quota, catalogue: dict[str, AIModel]
-) -> ChatRequest:
-    """Validate `data` against the caller's quota and the model catalogue."""
+def parse_chat_request(data: dict[str, Any]) -> ChatRequest:
+    """Check the shape of a Chat Completions body; the tier's rules come after."""
     _check_messages(data.get("messages"))
-
-    name = data.get("model") or quota.default_model
-    if name is None:
-        raise InvalidRequest("Missing required parameter: 'model'.", "model", "missing")
-    if not isinstance(name, str):
-        raise InvalidRequest("'model' must be a string.", "model", "invalid_type")
-    model = catalogue.get(name)
-    if model is None:
-        raise InvalidRequest(f"The model '{name}' does not exist.", "model", "model_not_found")
-    if quota.allowed_models and name not in quota.allowed_models:
-        raise InvalidRequest(
-            f"Your tier does not allow the model '{name}'; allowed: "
-            f"{', '.join(quota.allowed_models)}.",
-            "model",
-            "model_not_allowed",
-        )
-
-    param = "max_completion_tokens" if "max_completion_tokens" in data else "max_tokens"
-    max_tokens = data.get(param)
-    cap = quota.max_tokens_per_request
-    if max_tokens is None:
-        max_tokens = conf.DEFAULT_MAX_TOKENS if cap is None else min(conf.DEFAULT_MAX_TOKENS, cap)
-    elif not _is_int(max_tokens) or max_tokens < 1:
-        raise InvalidRequest(f"'{param}' must be a positive integer.", param, "invalid_value")
-    elif cap is not None and max_tokens > cap:
-        raise InvalidRequest(
-            f"'{param}' is {max_tokens}, over your tier's limit of {cap} tokens per request.",
-            param,
-            "max_tokens_exceeded",
-        )
-
-    choices = data.get("n", 1)
-    if choices is None:
-        choices = 1
-    if not _is_int(choices) or not 1 <= choices <= 16:
-        raise InvalidRequest("'n' must be an integer from 1 to 16.", "n", "invalid_value")
 
     stream = data.get("stream", False)
     if stream is None:
@@ -151,7 +161,10 @@ def parse_chat_request(
     user = data.get("user")
     if user is not None and not isinstance(user, str):
         raise InvalidRequest("'user' must be a string.", "user", "invalid_type")
-
-    params = dict(data)
-    params.update({"model": name, param: max_tokens})
-    return ChatRequest(params, model, max_tokens, choices, stream)
+    tools = data.get("tools")
+    if tools is not None and not isinstance(tools, list):
+        raise InvalidRequest("'tools' must be an array.", "tools", "invalid_type")
+    n = data.get("n")
+    if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 16):
+        raise InvalidRequest("'n' must be an integer from 1 to 16.", "n", "invalid_value")
+    return ChatRequest(dict(data), stream)

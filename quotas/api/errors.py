@@ -9,10 +9,9 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from ..engine import Decision
-from ..headers import rate_limit_headers, retry_after_seconds
+from ..exceptions import QuotaError, QuotaExceeded
+from ..headers import rate_limit_headers
 from ..throttling import DECISION_ATTR
-
-RATE_CODES = ("rr", "rt", "cc")
 
 
 def error_body(message: str, type_: str, code: str | None = None, param: str | None = None):
@@ -43,24 +42,8 @@ def counters_unavailable() -> Response:
 
 def describe_denial(decision: Decision) -> tuple[str, str]:
     """(code, message) for a denied decision: which limit ran out and when it resets."""
-    name = decision.denied_by or "a limit"
-    state = next((s for s in decision.states if s.name == name), None)
-    wait = retry_after_seconds(decision)
-    is_rate = state is None or state.code in RATE_CODES
-    code = "rate_limit_exceeded" if is_rate else "insufficient_quota"
-    if state is not None and state.code == "cc":
-        message = (
-            f"Too many concurrent requests: your limit {name} is {state.limit}. "
-            f"Retry after {wait} s."
-        )
-    elif is_rate:
-        message = f"Rate limit reached for {name}. Retry after {wait} s."
-    else:
-        limit = state.limit if state else "?"
-        if state is not None and state.code[1] == "s":
-            limit = f"${int(state.limit) / 1_000_000:.2f}"
-        message = f"You exceeded your quota: {name} ({limit}) is used up. It resets in {wait} s."
-    return code, message
+    exc = QuotaExceeded.from_decision(decision)
+    return exc.code, exc.message
 
 
 def denial_response(decision: Decision) -> Response:
@@ -87,9 +70,18 @@ ERROR_TYPES = {
 }
 
 
+def quota_error_response(exc: QuotaError) -> Response:
+    """The OpenAI-shaped answer to any error of the call lifecycle."""
+    return error_response(exc.status, exc.message, exc.type, exc.code, exc.param, exc.headers())
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's handler, with OpenAI-shaped bodies."""
     request = context.get("request")
+    if isinstance(exc, QuotaError):
+        if isinstance(exc, QuotaExceeded) and request is not None:
+            setattr(getattr(request, "_request", request), DECISION_ATTR, exc.decision)
+        return quota_error_response(exc)
     if isinstance(exc, exceptions.Throttled) and request is not None:
         decision = getattr(getattr(request, "_request", request), DECISION_ATTR, None)
         if decision is not None and not decision.allowed:

@@ -10,22 +10,28 @@ from django.db.models import ProtectedError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.decorators import action
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.validators import UniqueValidator
 
+from ..authentication import APIKeyAuthentication
 from ..models import LIMIT_FIELDS, AIModel, APIKey, Tier, UserQuota
 from ..policy import quota_for_user
-from .errors import error_response
+from .errors import error_response, exception_handler
 
 
 class StaffAccess:
     """Staff only; the staff tools do not spend the staff member's own AI quota."""
 
+    authentication_classes = [APIKeyAuthentication, SessionAuthentication]
     permission_classes = [IsAdminUser]
     throttle_classes: list[Any] = []
+
+    def get_exception_handler(self) -> Any:
+        return exception_handler
 
 
 class StaffViewSet(StaffAccess, viewsets.GenericViewSet):

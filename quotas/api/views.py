@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
@@ -18,7 +19,7 @@ from ..engine import CountersUnavailable, Decision
 from ..headers import add_rate_limit_headers, rate_limit_headers
 from ..services import service
 from ..throttling import DECISION_ATTR, TierRateThrottle
-from .errors import counters_unavailable
+from .errors import counters_unavailable, exception_handler
 
 
 class QuotaHeadersMixin:
@@ -33,8 +34,14 @@ class QuotaHeadersMixin:
 
 
 class CallerAPIView(QuotaHeadersMixin, APIView):
+    """A `/v1/` view: its own authentication and OpenAI-shaped errors, whatever the
+    project's REST_FRAMEWORK settings say."""
+
     authentication_classes = [APIKeyAuthentication, SessionAuthentication]
     permission_classes = [IsAuthenticated]
+
+    def get_exception_handler(self) -> Any:
+        return exception_handler
 
 
 def _iso(now_us: int, after: float) -> str:
@@ -113,6 +120,7 @@ class QuotaView(CallerAPIView):
         return Response(quota_report(quota, decision), headers=headers)
 
 
+@csrf_exempt
 def not_found(request: Any, *args: Any, **kwargs: Any) -> Any:
     """Unknown /v1/ paths answer in OpenAI's error shape, not an HTML page."""
     from django.http import JsonResponse

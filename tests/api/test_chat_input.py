@@ -267,3 +267,90 @@ def test_get_on_chat_completions_is_a_405_in_json(caller, mock) -> None:
 
     assert_error(response, 405, "invalid_request_error", None, "method_not_allowed")
     assert mock.calls == 0
+
+
+# input that used to reach the provider, or the counters, unchecked ----------------------
+
+NESTED = b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+SURROGATE_MODEL = b'{"model": "x\\ud800", "messages": [{"role": "user", "content": "hi"}]}'
+SURROGATE_CONTENT = b'{"messages": [{"role": "user", "content": "hi \\udfff"}]}'
+NAN = b'{"messages": [{"role": "user", "content": "hi"}], "temperature": NaN}'
+HUGE = b'{"messages": [{"role": "user", "content": "hi"}], "temperature": 1e999}'
+
+
+@pytest.mark.parametrize(
+    ("raw", "param"),
+    [
+        pytest.param(NESTED, None, id="nested-100000-levels"),
+        pytest.param(SURROGATE_MODEL, "model", id="lone-surrogate-in-model"),
+        pytest.param(SURROGATE_CONTENT, "messages[0].content", id="lone-surrogate-in-content"),
+        pytest.param(NAN, None, id="temperature-nan"),
+        pytest.param(HUGE, None, id="temperature-1e999"),
+    ],
+)
+def test_malformed_json_is_a_400(caller, mock, raw, param) -> None:
+    response = post(caller.client(), raw)
+
+    assert_error(response, 400, "invalid_request_error", param, "invalid_json")
+    assert_nothing_spent(caller, mock)
+
+
+def test_max_tokens_of_2_to_the_60_is_a_400_on_an_unlimited_tier(make_caller, mock) -> None:
+    caller = make_caller()  # no limits at all
+
+    response = post(caller.client(), {"messages": HELLO, "max_tokens": 2**60})
+
+    message = assert_error(response, 400, "invalid_request_error", "max_tokens", "invalid_value")
+    assert "10,000,000" in message
+    assert mock.calls == 0
+    assert post(caller.client(), {"messages": HELLO, "max_tokens": 5}).status_code == 200
+
+
+def test_the_larger_of_both_output_caps_is_checked(make_caller, mock) -> None:
+    caller = make_caller(max_tokens_per_request=50)
+
+    response = post(
+        caller.client(), {"messages": HELLO, "max_tokens": 5000, "max_completion_tokens": 1}
+    )
+
+    assert_error(response, 400, "invalid_request_error", "max_tokens", "max_tokens_exceeded")
+    assert mock.calls == 0
+
+
+def test_exactly_one_output_cap_is_forwarded(make_caller, mock) -> None:
+    caller = make_caller(max_tokens_per_request=50)
+
+    response = post(
+        caller.client(), {"messages": HELLO, "max_tokens": 20, "max_completion_tokens": 3}
+    )
+
+    assert response.status_code == 200
+    assert mock.last_request["max_completion_tokens"] == 20
+    assert "max_tokens" not in mock.last_request
+
+
+def test_tool_definitions_count_against_the_budget(make_caller, mock) -> None:
+    """A 900 KB tool definition against a 1,000-token day is refused before the provider."""
+    caller = make_caller(tokens_per_day=1_000)
+    tool = {"type": "function", "function": {"name": "big", "description": "word " * 180_000}}
+
+    response = post(caller.client(), {"messages": HELLO, "tools": [tool], "max_tokens": 5})
+
+    message = assert_error(
+        response, 400, "invalid_request_error", "messages", "context_length_exceeded"
+    )
+    assert "tokens_per_day" in message
+    assert mock.calls == 0
+    assert ledger(caller.user)["requests"] == 0
+
+
+def test_response_format_schemas_are_reserved(make_caller, mock) -> None:
+    caller = make_caller(tokens_per_day=1_000)
+    schema = {"type": "json_schema", "json_schema": {"name": "s", "description": "x " * 2_000}}
+
+    response = post(
+        caller.client(), {"messages": HELLO, "response_format": schema, "max_tokens": 5}
+    )
+
+    assert_error(response, 400, "invalid_request_error", "messages", "context_length_exceeded")
+    assert mock.calls == 0

@@ -1,0 +1,322 @@
+"""The quota lifecycle of one AI call: plan, reserve, (the caller calls), settle or refund.
+
+`reserve(user, ...)` applies every tier rule (blocked, default and allowed models, the
+output cap, the whole-budget check, the fallback model, the provider's limits and
+backoff) and reserves the worst case; the HTTP views and the users' own code both go
+through it.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import TracebackType
+from typing import Any
+
+from asgiref.sync import sync_to_async
+
+from . import policy, upstream
+from .degradation import serving_model
+from .engine import CountersUnavailable, Decision
+from .exceptions import InvalidRequest, ProviderBusy, QuotaExceeded, QuotaUnavailable
+from .headers import rate_limit_headers
+from .models import AIModel
+from .planning import MAX_TOKENS, Plan, plan_call
+from .services import Grant, service
+from .tokens import count_text_tokens
+from .usage import TokenUsage, normalise_usage
+
+logger = logging.getLogger("quotas")
+
+
+def _user_id(user: Any) -> int:
+    if isinstance(user, int) and not isinstance(user, bool):
+        return user
+    pk = getattr(user, "pk", None)
+    if pk is None or not getattr(user, "is_authenticated", True):
+        raise InvalidRequest("A metered call needs a saved, authenticated user.", "user", "no_user")
+    return int(pk)
+
+
+def _quota_for(user: Any, user_id: int) -> policy.Quota:
+    if getattr(user, "pk", None) is None:
+        from django.contrib.auth import get_user_model
+
+        user = get_user_model()(pk=user_id)
+    return policy.quota_for_user(user)
+
+
+class MeteredCall:
+    """One reserved AI call. Use it as a context manager, or settle or refund it yourself.
+
+    An exception leaving the `with` block refunds; leaving it normally without `settle`
+    charges the whole reservation.
+    """
+
+    def __init__(self, user_id: int, quota: policy.Quota, plan: Plan, spend: int) -> None:
+        self.user_id = user_id
+        self.quota = quota
+        self.plan = plan
+        self.requested_model = plan.model.name
+        self.served: AIModel = plan.model
+        self.spend = spend
+        self.decision: Decision | None = None
+        self.grant: Grant | None = None
+        self.done = False
+
+    # what the caller reads ------------------------------------------------------------
+
+    @property
+    def model(self) -> str:
+        """The model to call: the asked one, the tier's default, or the fallback."""
+        return self.served.name
+
+    @property
+    def downgraded(self) -> bool:
+        return self.served.name != self.requested_model
+
+    @property
+    def max_tokens(self) -> int:
+        return self.plan.max_tokens
+
+    @property
+    def prompt_tokens(self) -> int:
+        """The estimated input tokens reserved."""
+        return self.plan.prompt_tokens
+
+    @property
+    def reserved_tokens(self) -> int:
+        return self.plan.worst_tokens
+
+    def headers(self) -> dict[str, str]:
+        """The rate-limit headers of this call's decision."""
+        return {} if self.decision is None else rate_limit_headers(self.decision)
+
+    # the end of the call --------------------------------------------------------------
+
+    def settle(
+        self,
+        usage: Any = None,
+        *,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        completion_text: str | None = None,
+    ) -> TokenUsage:
+        """Charge what the call really used: an OpenAI usage object or dict, or keywords.
+
+        Figures missing from both are our own count: the reserved prompt estimate, and
+        `completion_text` counted with the model's tokenizer (else nothing).
+        """
+        counted = normalise_usage(usage)
+        prompt = _first_count(prompt_tokens, counted.prompt_tokens, self.plan.prompt_tokens)
+        completion = _first_count(completion_tokens, counted.completion_tokens, None)
+        if completion is None:
+            text = completion_text or ""
+            completion = count_text_tokens(text, self.served.name) if text else 0
+        final = TokenUsage(prompt, completion, counted.cached_tokens, counted.reasoning_tokens)
+        self._finish(final)
+        return final
+
+    def refund(self) -> None:
+        """The call did not happen: give everything back."""
+        if self.done:
+            return
+        self.done = True
+        if self.grant is not None:
+            service.refund(self.grant)
+
+    def charge_reservation(self) -> None:
+        """Charge the whole worst case (the call's usage is unknown)."""
+        completion = self.plan.worst_tokens - self.plan.prompt_tokens
+        self._finish(TokenUsage(self.plan.prompt_tokens, completion))
+
+    def _finish(self, usage: TokenUsage) -> None:
+        if self.done:
+            logger.warning("quotas: call of user %s was already settled", self.user_id)
+            return
+        self.done = True
+        if self.grant is None:
+            return
+        prompt = min(usage.prompt_tokens, MAX_TOKENS)
+        completion = min(usage.completion_tokens, MAX_TOKENS)
+        service.settle(
+            self.grant,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cost=self.served.cost_micros(prompt, completion),
+            model=self.served.name,
+        )
+
+    def __enter__(self) -> MeteredCall:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.done:
+            return
+        if exc_type is not None:
+            self.refund()
+            return
+        logger.warning(
+            "quotas: a call of user %s (model %s) ended without settle; charged its whole "
+            "reservation of %d tokens",
+            self.user_id,
+            self.served.name,
+            self.plan.worst_tokens,
+        )
+        self.charge_reservation()
+
+
+def _first_count(*values: int | None) -> int | None:
+    for value in values:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return None
+
+
+def reserve(
+    user: Any,
+    *,
+    model: str | None = None,
+    messages: list[Any] | None = None,
+    tools: list[Any] | None = None,
+    max_tokens: int | None = None,
+    n: int = 1,
+    tokens: int | None = None,
+    **params: Any,
+) -> MeteredCall:
+    """Reserve one AI call's worst case for `user` under their tier; see MeteredCall.
+
+    Raises QuotaExceeded (nothing charged), QuotaBlocked, ProviderBusy, QuotaUnavailable
+    or InvalidRequest.
+    """
+    user_id = _user_id(user)
+    quota = _quota_for(user, user_id)
+    catalogue = policy.model_catalogue()
+    plan = plan_call(
+        quota,
+        catalogue,
+        model=model,
+        messages=messages,
+        tools=tools,
+        max_tokens=max_tokens,
+        n=n,
+        tokens=tokens,
+        params=params,
+    )
+    completion_budget = plan.worst_tokens - plan.prompt_tokens
+    call = MeteredCall(
+        user_id, quota, plan, plan.model.cost_micros(plan.prompt_tokens, completion_budget)
+    )
+    try:
+        _take(call, catalogue, completion_budget)
+    except CountersUnavailable:
+        logger.error("quotas: Redis unreachable; refusing a call of user %s", user_id)
+        raise QuotaUnavailable() from None
+    _through_provider_limits(call)
+    return call
+
+
+def _take(call: MeteredCall, catalogue: dict[str, AIModel], completion_budget: int) -> None:
+    """Reserve for the asked model, or for the fallback when the caller runs low."""
+    quota, plan = call.quota, call.plan
+
+    def attempt(model: AIModel, record_denial: bool = True) -> tuple[Decision, Grant | None]:
+        call.served = model
+        call.spend = model.cost_micros(plan.prompt_tokens, completion_budget)
+        # The model's provider backoff is read in the same round trip.
+        return service.reserve(
+            call.user_id,
+            quota,
+            model=model.name,
+            tokens=plan.worst_tokens,
+            spend=call.spend,
+            record_denial=record_denial,
+            watch=(upstream.subject(model.name),),
+        )
+
+    fallback = catalogue.get(quota.fallback_model or "")
+    can_degrade = bool(quota.degrade_at_percent and fallback and fallback != plan.model)
+    decision, grant = attempt(plan.model, record_denial=not can_degrade)
+    charged = {"dt": plan.worst_tokens, "dr": 1, "ms": call.spend}
+    if can_degrade and fallback is not None:
+        if serving_model(quota, plan.model.name, decision, charged) != plan.model.name:
+            # Running low: give this back and take the cheaper fallback's price instead.
+            if grant is not None:
+                service.refund(grant)
+            decision, grant = attempt(fallback)
+        elif grant is None:
+            service.record_denial(call.user_id, decision, plan.model.name)
+    call.decision, call.grant = decision, grant
+    if grant is None:
+        raise QuotaExceeded.from_decision(decision)
+
+
+def _through_provider_limits(call: MeteredCall) -> None:
+    """Wait for the model's provider limits (and backoff); refund and raise if too long."""
+    served, decision = call.served, call.decision
+    assert decision is not None
+    if not upstream.needs_limiter(served, decision.watched_hold):
+        return
+    try:
+        service.wait_for_provider(served, call.plan.worst_tokens)
+    except upstream.UpstreamBusy as exc:
+        call.refund()
+        wait = max(1, int(exc.retry_after + 0.999))
+        raise ProviderBusy(
+            f"The model '{served.name}' is at the provider's limit; retry after {wait} s.",
+            retry_after=wait,
+            model=served.name,
+        ) from None
+    except CountersUnavailable:
+        pass  # the provider's own limits still apply on its side
+
+
+class AsyncMeteredCall:
+    """`async with areserve(...) as call`: a MeteredCall whose settle and refund are awaited."""
+
+    def __init__(self, user: Any, kwargs: dict[str, Any]) -> None:
+        self._user = user
+        self._kwargs = kwargs
+        self._call: MeteredCall | None = None
+
+    @property
+    def call(self) -> MeteredCall:
+        if self._call is None:
+            raise RuntimeError("Use `async with quotas.areserve(...) as call:` first.")
+        return self._call
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.call, name)
+
+    async def __aenter__(self) -> AsyncMeteredCall:
+        self._call = await sync_to_async(reserve)(self._user, **self._kwargs)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._call is not None and not self._call.done:
+            await sync_to_async(self._call.__exit__)(exc_type, exc, tb)
+
+    def headers(self) -> dict[str, str]:
+        return self.call.headers()
+
+    async def settle(self, usage: Any = None, **counts: Any) -> TokenUsage:
+        return await sync_to_async(self.call.settle)(usage, **counts)
+
+    async def refund(self) -> None:
+        await sync_to_async(self.call.refund)()
+
+
+def areserve(user: Any, **kwargs: Any) -> AsyncMeteredCall:
+    """`reserve` for async code: `async with quotas.areserve(user, ...) as call:`."""
+    return AsyncMeteredCall(user, kwargs)

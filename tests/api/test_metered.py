@@ -1,0 +1,107 @@
+"""`quotas.metered_openai` / `quotas.metered_async_openai` against a live server standing in
+for the provider (this project's own /v1/, on a second, unlimited account)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import quotas
+
+from .conftest import ledger
+
+HELLO = [{"role": "user", "content": "Hello there"}]
+live = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def provider(live_server, make_caller):
+    """Client settings pointing at the live server, with a key of an unlimited account."""
+    account = make_caller("provider", allowed=())
+    return {"base_url": f"{live_server.url}/v1", "api_key": account.key, "timeout": 20}
+
+
+@live
+def test_a_completion_is_reserved_and_settled(provider, make_caller, mock) -> None:
+    caller = make_caller(tokens_per_day=10_000, max_tokens_per_request=30)
+    client = quotas.metered_openai(caller.user, **provider)
+
+    reply = client.chat.completions.create(messages=HELLO)  # no model: the tier's default
+
+    assert reply.model == "gpt-4o-mini"
+    assert mock.last_request["max_tokens"] == 30  # the tier's cap, as the default
+    used = ledger(caller.user)
+    assert used["requests"] == 1
+    assert (used["prompt"], used["completion"]) == (
+        reply.usage.prompt_tokens,
+        reply.usage.completion_tokens,
+    )
+    client.close()
+
+
+@live
+def test_over_quota_raises_without_calling_the_provider(provider, make_caller, mock) -> None:
+    caller = make_caller(requests_per_day=1)
+    client = quotas.metered_openai(caller.user, **provider)
+    client.chat.completions.create(messages=HELLO, max_tokens=5)
+    calls = mock.calls
+
+    with pytest.raises(quotas.QuotaExceeded) as denied:
+        client.chat.completions.create(messages=HELLO, max_tokens=5)
+
+    assert denied.value.limit == "requests_per_day"
+    assert mock.calls == calls
+    client.close()
+
+
+@live
+def test_a_stream_settles_from_its_usage_chunk(provider, make_caller, mock) -> None:
+    caller = make_caller(tokens_per_day=10_000)
+    client = quotas.metered_openai(caller.user, **provider)
+
+    chunks = list(client.chat.completions.create(messages=HELLO, max_tokens=8, stream=True))
+
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.startswith("[mock]")
+    assert all(c.choices for c in chunks)  # the usage chunk was not asked for
+    used = ledger(caller.user)
+    assert used["requests"] == 1
+    assert used["completion"] == 8
+    client.close()
+
+
+@live
+def test_the_async_client_is_metered_too(provider, make_caller, mock) -> None:
+    caller = make_caller(requests_per_day=2, tokens_per_day=10_000)
+
+    async def run():
+        client = quotas.metered_async_openai(caller.user, **provider)
+        reply = await client.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=6)
+        stream = await client.chat.completions.create(
+            messages=HELLO, max_tokens=4, stream=True, stream_options={"include_usage": True}
+        )
+        chunks = [chunk async for chunk in stream]
+        calls = mock.calls
+        with pytest.raises(quotas.QuotaExceeded):
+            await client.chat.completions.create(messages=HELLO, max_tokens=4)
+        await client.close()
+        return reply, chunks, calls
+
+    reply, chunks, calls = asyncio.run(run())
+
+    assert reply.model == "gpt-4o"
+    assert chunks[-1].usage.completion_tokens == 4
+    assert mock.calls == calls
+    used = ledger(caller.user)
+    assert (used["requests"], used["completion"], used["denied"]) == (2, 10, 1)
+
+
+def test_without_settings_it_talks_to_the_mock_provider(make_caller, mock) -> None:
+    caller = make_caller(tokens_per_day=10_000)
+    client = quotas.metered_openai(caller.user)
+
+    reply = client.chat.completions.create(messages=HELLO, max_tokens=5)
+
+    assert reply.choices[0].message.content.startswith("[mock]")
+    assert ledger(caller.user)["completion"] == reply.usage.completion_tokens > 0
