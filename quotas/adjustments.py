@@ -9,9 +9,9 @@ from typing import Any
 from django.db import transaction
 
 from .conf import conf
-from .counters import get_engine
 from .engine import CountersUnavailable, current_windows
 from .engine.engine import unavailable_on_error
+from .engine_factory import get_engine
 from .ledger import ledger_usage, window_day
 from .models import QuotaAdjustment
 from .services import user_subject

@@ -15,9 +15,9 @@ from typing import Any
 from asgiref.sync import sync_to_async
 
 from . import policy, upstream
-from .degradation import serving_model
 from .engine import CountersUnavailable, Decision
 from .exceptions import InvalidRequest, ProviderBusy, QuotaExceeded, QuotaUnavailable
+from .fallback import serving_model
 from .headers import rate_limit_headers
 from .models import AIModel
 from .planning import MAX_TOKENS, Plan, plan_call

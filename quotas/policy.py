@@ -11,9 +11,9 @@ from decimal import Decimal
 from typing import Any
 
 from .conf import conf
-from .counters import get_engine
 from .engine import Limit, Policy
 from .engine import limits as codes
+from .engine_factory import get_engine
 from .models import LIMIT_FIELDS, AIModel, Tier, UserQuota
 
 logger = logging.getLogger("quotas")

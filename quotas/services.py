@@ -8,9 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import degraded
+from . import ledger_mode
 from .conf import conf
-from .counters import get_engine
 from .engine import (
     CountersUnavailable,
     Decision,
@@ -23,6 +22,7 @@ from .engine import (
     windows_around,
 )
 from .engine import limits as codes
+from .engine_factory import get_engine
 from .ledger import ledger_usage, window_day
 from .models import UsageRecord
 from .policy import Quota, from_micros, to_micros
@@ -124,7 +124,7 @@ class QuotaService:
                 raise
             logger.warning("quotas: Redis unreachable (%s); budgets enforced from the ledger", exc)
         cap = conf.ORG_SPEND_PER_MONTH
-        decision = degraded.reserve_from_ledger(
+        decision = ledger_mode.reserve_from_ledger(
             user_id,
             quota,
             model=model,
@@ -207,7 +207,7 @@ class QuotaService:
     ) -> None:
         """Record the real usage in the ledger, then move the counters to it."""
         if grant.degraded:
-            degraded.settle_in_ledger(
+            ledger_mode.settle_in_ledger(
                 grant.user_id,
                 grant.reservation,
                 model or grant.model,
@@ -234,12 +234,12 @@ class QuotaService:
                 self.engine.settle(grant.org, tokens=0, spend=cost)
         except CountersUnavailable:
             logger.warning("quotas: Redis unreachable at settle; counters re-seed from the ledger")
-            degraded.mark_dirty(grant.user_id)
+            ledger_mode.mark_dirty(grant.user_id)
 
     def refund(self, grant: Grant) -> None:
         """The call did not happen: give everything back."""
         if grant.degraded:
-            degraded.settle_in_ledger(
+            ledger_mode.settle_in_ledger(
                 grant.user_id,
                 grant.reservation,
                 grant.model,
@@ -255,7 +255,7 @@ class QuotaService:
                 self.engine.refund(grant.org)
         except CountersUnavailable:
             logger.warning("quotas: Redis unreachable at refund; the lease expires by itself")
-            degraded.mark_dirty(grant.user_id)
+            ledger_mode.mark_dirty(grant.user_id)
 
     # the provider's own limits -------------------------------------------------------
 
@@ -277,16 +277,16 @@ class QuotaService:
     def recover(self) -> None:
         """After an outage, drop the counters of users served from the ledger meanwhile,
         so their next request re-seeds them."""
-        if not degraded.has_dirty():
+        if not ledger_mode.has_dirty():
             return
-        users = degraded.take_dirty()
+        users = ledger_mode.take_dirty()
         days, months = windows_around(int(time.time() * 1_000_000), conf.TIME_ZONE)
         try:
             for user_id in users:
                 self.engine.drop_windows(user_subject(user_id), (*days, *months))
         except CountersUnavailable:
             for user_id in users:
-                degraded.mark_dirty(user_id)
+                ledger_mode.mark_dirty(user_id)
             raise
         logger.info("quotas: Redis is back; %d users re-seed from the ledger", len(users))
 

@@ -106,10 +106,10 @@ def mock_provider(monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture(autouse=True)
 def quota_counters(redis_url: str | None, settings):
     """Point the app at the suite's Redis, flushed, with no cached engines or quotas."""
-    from quotas import counters, policy
+    from quotas import engine_factory, policy
 
     settings.QUOTAS = {**getattr(settings, "QUOTAS", {}), "REDIS_URL": redis_url}
-    counters.reset_engines()
+    engine_factory.reset_engines()
     policy.cache.clear()
     client = connect(redis_url)
     if "Cluster" in type(client).__name__:
@@ -118,5 +118,5 @@ def quota_counters(redis_url: str | None, settings):
         client.flushdb()
     client.close()
     yield
-    counters.reset_engines()
+    engine_factory.reset_engines()
     policy.cache.clear()

@@ -8,7 +8,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 from rest_framework_api_key.models import APIKey as LibraryAPIKey
 
-from quotas import adjustments, counters, services
+from quotas import adjustments, engine_factory, services
 from quotas import admin as quotas_admin
 from quotas.models import AIModel, APIKey, QuotaAdjustment, Tier, UsageRecord, UserQuota
 from quotas.policy import quota_for_user
@@ -265,7 +265,7 @@ class TestCounterActions:
 
     def test_recorded_even_with_redis_down(self, admin_client, ada, settings):
         settings.QUOTAS = {**settings.QUOTAS, "REDIS_URL": "redis://127.0.0.1:1/0"}
-        counters.reset_engines()
+        engine_factory.reset_engines()
         response = admin_client.post(
             reverse(self.changelist),
             {"action": "reset_today", "_selected_action": [ada.pk]},

@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from quotas import counters, dashboard
+from quotas import dashboard, engine_factory
 from quotas.charts import bar_chart, usd
 from quotas.ledger import today
 from quotas.models import APIKey, Tier, UsageRecord, UserQuota
@@ -112,7 +112,7 @@ class TestUserPanel:
 
     def test_unreachable_counters_leave_a_message(self, ada, settings):
         settings.QUOTAS = {**settings.QUOTAS, "REDIS_URL": "redis://127.0.0.1:1/0"}
-        counters.reset_engines()
+        engine_factory.reset_engines()
         panel = dashboard.user_panel(ada)
         assert panel.meters == [] and "unreachable" in panel.error
 
@@ -121,7 +121,7 @@ def test_the_dashboard_tries_a_dead_redis_once(ada, settings, monkeypatch):
     spend(ada, 10, 10)
     get_user_model().objects.create_user("bob")
     settings.QUOTAS = {**settings.QUOTAS, "REDIS_URL": "redis://127.0.0.1:1/0"}
-    counters.reset_engines()
+    engine_factory.reset_engines()
     calls = []
     usage = service.usage
     monkeypatch.setattr(service, "usage", lambda *a: calls.append(a) or usage(*a))

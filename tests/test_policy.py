@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection, connections, transaction
 
 from quotas import policy
-from quotas.counters import get_engine
+from quotas.engine_factory import get_engine
 from quotas.models import AIModel, Tier, UserQuota
 from quotas.policy import quota_for_anonymous, quota_for_user
 

@@ -10,8 +10,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
 from quotas.conf import conf
-from quotas.counters import get_engine
 from quotas.engine import Usage, current_windows, windows_around
+from quotas.engine_factory import get_engine
 from quotas.ledger import ledger_usage, window_days
 from quotas.models import Tier, UsageRecord, UserQuota
 from quotas.policy import quota_for_user

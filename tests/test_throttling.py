@@ -13,8 +13,8 @@ from rest_framework.response import Response
 from rest_framework.test import APIClient
 from rest_framework.views import APIView
 
-from quotas.counters import reset_engines
 from quotas.engine import QuotaEngine, connect
+from quotas.engine_factory import reset_engines
 from quotas.models import Tier, UserQuota
 from quotas.policy import Quota, quota_for_user
 from quotas.services import QuotaService, service, user_subject

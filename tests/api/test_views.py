@@ -133,7 +133,7 @@ def test_headers_on_200_and_429(client):
 
 
 def test_redis_down_answers_503(client, settings):
-    from quotas.counters import reset_engines
+    from quotas.engine_factory import reset_engines
 
     settings.QUOTAS = {**settings.QUOTAS, "REDIS_URL": "redis://127.0.0.1:1/0", "FAIL_OPEN": True}
     reset_engines()

@@ -9,8 +9,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from redis.exceptions import RedisClusterException
 from tqdm import tqdm
 
-from quotas.counters import get_engine
 from quotas.engine import CountersUnavailable
+from quotas.engine_factory import get_engine
 from quotas.policy import from_micros
 from quotas.reconcile import WindowCheck, reconcile, users_to_check
 

@@ -11,7 +11,7 @@ from django.db.models import Sum
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from quotas import counters, degraded
+from quotas import engine_factory, ledger_mode
 from quotas.conf import conf
 from quotas.mock_provider import MockTransport
 from quotas.models import AIModel, APIKey, Tier, UsageRecord, UserQuota
@@ -28,9 +28,9 @@ PROMPT = count_prompt_tokens(HELLO, "gpt-4o-mini")
 
 
 @pytest.fixture(autouse=True)
-def mock(mock_provider: MockTransport) -> MockTransport:
-    return mock_provider
-    degraded.take_dirty()  # no user left to re-seed in another test
+def mock(mock_provider: MockTransport):
+    yield mock_provider
+    ledger_mode.take_dirty()  # no user left to re-seed in another test
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def client() -> APIClient:
 
 def redis_at(settings, url: str | None, *, fail_open: bool = True) -> None:
     settings.QUOTAS = {**settings.QUOTAS, "REDIS_URL": url, "FAIL_OPEN": fail_open}
-    counters.reset_engines()
+    engine_factory.reset_engines()
 
 
 class Outage:

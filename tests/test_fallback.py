@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from quotas.degradation import running_low, serving_model
 from quotas.engine import Decision, LimitState
+from quotas.fallback import running_low, serving_model
 from quotas.policy import Quota
 
 LOW_AT_20 = Quota(fallback_model="gpt-4o-mini", degrade_at_percent=20)
