@@ -141,3 +141,15 @@ def test_redis_down_answers_503(client, settings):
     assert response.status_code == 503
     assert response["Retry-After"] == "1"
     assert response.json()["error"]["code"] == "quota_unavailable"
+
+
+@pytest.mark.parametrize("path", ["/v1/responses", "/v1/embeddings", "/v1/chat/completions/"])
+def test_a_post_to_an_unknown_path_is_a_json_404_not_a_csrf_page(demo, path):
+    """Session and CSRF checks on, as for a browser or an SDK whose request has a cookie."""
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(demo)
+
+    response = client.post(path, {"input": "hi"}, format="json")
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "unknown_url"
