@@ -9,6 +9,7 @@ through it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Generator
 from types import TracebackType
 from typing import Any
 
@@ -106,44 +107,79 @@ class MeteredCall:
         Figures missing from both are our own count: the reserved prompt estimate, and
         `completion_text` counted with the model's tokenizer (else nothing).
         """
+        final = self.final_usage(
+            usage,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            completion_text=completion_text,
+        )
+        settlement = self._settlement(final)
+        if settlement is not None:
+            service.settle(self.grant, **settlement)  # type: ignore[arg-type]
+        return final
+
+    def final_usage(
+        self,
+        usage: Any = None,
+        *,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        completion_text: str | None = None,
+    ) -> TokenUsage:
+        """The usage `settle` charges for these arguments."""
         counted = normalise_usage(usage)
         prompt = _first_count(prompt_tokens, counted.prompt_tokens, self.plan.prompt_tokens)
         completion = _first_count(completion_tokens, counted.completion_tokens, None)
         if completion is None:
             text = completion_text or ""
             completion = count_text_tokens(text, self.served.name) if text else 0
-        final = TokenUsage(prompt, completion, counted.cached_tokens, counted.reasoning_tokens)
-        self._finish(final)
-        return final
+        return TokenUsage(prompt, completion, counted.cached_tokens, counted.reasoning_tokens)
 
     def refund(self) -> None:
         """The call did not happen: give everything back."""
+        if self._refunding():
+            service.refund(self.grant)  # type: ignore[arg-type]
+
+    def _refunding(self) -> bool:
         if self.done:
-            return
+            return False
         self.done = True
-        if self.grant is not None:
-            service.refund(self.grant)
+        return self.grant is not None
+
+    @property
+    def whole_reservation(self) -> TokenUsage:
+        return TokenUsage(self.plan.prompt_tokens, self.plan.worst_tokens - self.plan.prompt_tokens)
 
     def charge_reservation(self) -> None:
         """Charge the whole worst case (the call's usage is unknown)."""
-        completion = self.plan.worst_tokens - self.plan.prompt_tokens
-        self._finish(TokenUsage(self.plan.prompt_tokens, completion))
+        settlement = self._settlement(self.whole_reservation)
+        if settlement is not None:
+            service.settle(self.grant, **settlement)  # type: ignore[arg-type]
 
-    def _finish(self, usage: TokenUsage) -> None:
+    def _settlement(self, usage: TokenUsage) -> dict[str, Any] | None:
+        """What the service settles for `usage`; None when there is nothing (left) to do."""
         if self.done:
             logger.warning("quotas: call of user %s was already settled", self.user_id)
-            return
+            return None
         self.done = True
         if self.grant is None:
-            return
+            return None
         prompt = min(usage.prompt_tokens, MAX_TOKENS)
         completion = min(usage.completion_tokens, MAX_TOKENS)
-        service.settle(
-            self.grant,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            cost=self.served.cost_micros(prompt, completion),
-            model=self.served.name,
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "cost": self.served.cost_micros(prompt, completion),
+            "model": self.served.name,
+        }
+
+    def _warn_unsettled(self) -> None:
+        logger.warning(
+            "quotas: a call of user %s (model %s) ended without settle; charged its whole "
+            "reservation of %d tokens",
+            self.user_id,
+            self.served.name,
+            self.plan.worst_tokens,
         )
 
     def __enter__(self) -> MeteredCall:
@@ -160,13 +196,7 @@ class MeteredCall:
         if exc_type is not None:
             self.refund()
             return
-        logger.warning(
-            "quotas: a call of user %s (model %s) ended without settle; charged its whole "
-            "reservation of %d tokens",
-            self.user_id,
-            self.served.name,
-            self.plan.worst_tokens,
-        )
+        self._warn_unsettled()
         self.charge_reservation()
 
 
@@ -193,63 +223,84 @@ def reserve(
     Raises QuotaExceeded (nothing charged), QuotaBlocked, ProviderBusy, QuotaUnavailable
     or InvalidRequest.
     """
-    user_id = _user_id(user)
-    quota = _quota_for(user, user_id)
-    catalogue = policy.model_catalogue()
-    plan = plan_call(
-        quota,
-        catalogue,
-        model=model,
-        messages=messages,
-        tools=tools,
-        max_tokens=max_tokens,
-        n=n,
-        tokens=tokens,
-        params=params,
+    call, catalogue = _planned(
+        user,
+        dict(model=model, messages=messages, tools=tools, max_tokens=max_tokens, n=n),
+        tokens,
+        params,
     )
-    completion_budget = plan.worst_tokens - plan.prompt_tokens
-    call = MeteredCall(
-        user_id, quota, plan, plan.model.cost_micros(plan.prompt_tokens, completion_budget)
-    )
+    steps = _take(call, catalogue)
+    reply: Any = None
     try:
-        _take(call, catalogue, completion_budget)
+        while True:
+            step = steps.send(reply)
+            if step[0] == "reserve":
+                reply = service.reserve(call.user_id, call.quota, **step[1])
+            elif step[0] == "refund":
+                reply = service.refund(step[1])
+            else:
+                reply = service.record_denial(call.user_id, *step[1])
+    except StopIteration:
+        pass
     except CountersUnavailable:
-        logger.error("quotas: Redis unreachable; refusing a call of user %s", user_id)
+        logger.error("quotas: Redis unreachable; refusing a call of user %s", call.user_id)
         raise QuotaUnavailable() from None
     _through_provider_limits(call)
     return call
 
 
-def _take(call: MeteredCall, catalogue: dict[str, AIModel], completion_budget: int) -> None:
+def _planned(
+    user: Any, asked: dict[str, Any], tokens: Any, params: dict[str, Any]
+) -> tuple[MeteredCall, dict[str, AIModel]]:
+    """The call planned under the user's quota, not reserved yet."""
+    user_id = _user_id(user)
+    quota = _quota_for(user, user_id)
+    catalogue = policy.model_catalogue()
+    plan = plan_call(quota, catalogue, tokens=tokens, params=params, **asked)
+    completion_budget = plan.worst_tokens - plan.prompt_tokens
+    call = MeteredCall(
+        user_id, quota, plan, plan.model.cost_micros(plan.prompt_tokens, completion_budget)
+    )
+    return call, catalogue
+
+
+# What the fallback choice asks of the service: ("reserve", kwargs) -> (decision, grant),
+# ("refund", grant), ("record_denial", (decision, model)).
+TakeStep = tuple[str, Any]
+
+
+def _take(call: MeteredCall, catalogue: dict[str, AIModel]) -> Generator[TakeStep, Any, None]:
     """Reserve for the asked model, or for the fallback when the caller runs low."""
     quota, plan = call.quota, call.plan
+    completion_budget = plan.worst_tokens - plan.prompt_tokens
 
-    def attempt(model: AIModel, record_denial: bool = True) -> tuple[Decision, Grant | None]:
+    def attempt(model: AIModel, record_denial: bool = True) -> TakeStep:
         call.served = model
         call.spend = model.cost_micros(plan.prompt_tokens, completion_budget)
         # The model's provider backoff is read in the same round trip.
-        return service.reserve(
-            call.user_id,
-            quota,
-            model=model.name,
-            tokens=plan.worst_tokens,
-            spend=call.spend,
-            record_denial=record_denial,
-            watch=(upstream.subject(model.name),),
+        return (
+            "reserve",
+            {
+                "model": model.name,
+                "tokens": plan.worst_tokens,
+                "spend": call.spend,
+                "record_denial": record_denial,
+                "watch": (upstream.subject(model.name),),
+            },
         )
 
     fallback = catalogue.get(quota.fallback_model or "")
     can_degrade = bool(quota.degrade_at_percent and fallback and fallback != plan.model)
-    decision, grant = attempt(plan.model, record_denial=not can_degrade)
+    decision, grant = yield attempt(plan.model, record_denial=not can_degrade)
     charged = {"dt": plan.worst_tokens, "dr": 1, "ms": call.spend}
     if can_degrade and fallback is not None:
         if serving_model(quota, plan.model.name, decision, charged) != plan.model.name:
             # Running low: give this back and take the cheaper fallback's price instead.
             if grant is not None:
-                service.refund(grant)
-            decision, grant = attempt(fallback)
+                yield ("refund", grant)
+            decision, grant = yield attempt(fallback)
         elif grant is None:
-            service.record_denial(call.user_id, decision, plan.model.name)
+            yield ("record_denial", (decision, plan.model.name))
     call.decision, call.grant = decision, grant
     if grant is None:
         raise QuotaExceeded.from_decision(decision)
@@ -276,7 +327,9 @@ def _through_provider_limits(call: MeteredCall) -> None:
 
 
 class AsyncMeteredCall:
-    """`async with areserve(...) as call`: a MeteredCall whose settle and refund are awaited."""
+    """`async with areserve(...) as call`: a MeteredCall whose Redis calls are made on
+    `redis.asyncio`; planning (the quota, the catalogue, the prompt count) and the ledger
+    row run in a worker thread, as Django's ORM needs."""
 
     def __init__(self, user: Any, kwargs: dict[str, Any]) -> None:
         self._user = user
@@ -295,7 +348,31 @@ class AsyncMeteredCall:
         return getattr(self.call, name)
 
     async def __aenter__(self) -> AsyncMeteredCall:
-        self._call = await sync_to_async(reserve)(self._user, **self._kwargs)
+        kwargs = dict(self._kwargs)
+        asked = {k: kwargs.pop(k, None) for k in ("model", "messages", "tools", "max_tokens")}
+        asked["n"] = kwargs.pop("n", 1)
+        tokens = kwargs.pop("tokens", None)
+        call, catalogue = await sync_to_async(_planned)(self._user, asked, tokens, kwargs)
+        steps = _take(call, catalogue)
+        reply: Any = None
+        try:
+            while True:
+                step = steps.send(reply)
+                if step[0] == "reserve":
+                    reply = await service.areserve(call.user_id, call.quota, **step[1])
+                elif step[0] == "refund":
+                    reply = await service.arefund(step[1])
+                else:
+                    reply = await sync_to_async(service.record_denial)(call.user_id, *step[1])
+        except StopIteration:
+            pass
+        except CountersUnavailable:
+            logger.error("quotas: Redis unreachable; refusing a call of user %s", call.user_id)
+            raise QuotaUnavailable() from None
+        assert call.decision is not None
+        if upstream.needs_limiter(call.served, call.decision.watched_hold):
+            await sync_to_async(_through_provider_limits)(call)
+        self._call = call
         return self
 
     async def __aexit__(
@@ -304,17 +381,44 @@ class AsyncMeteredCall:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._call is not None and not self._call.done:
-            await sync_to_async(self._call.__exit__)(exc_type, exc, tb)
+        call = self._call
+        if call is None or call.done:
+            return
+        if exc_type is not None:
+            await self.refund()
+            return
+        call._warn_unsettled()
+        await self._settle(call.whole_reservation)
 
     def headers(self) -> dict[str, str]:
         return self.call.headers()
 
-    async def settle(self, usage: Any = None, **counts: Any) -> TokenUsage:
-        return await sync_to_async(self.call.settle)(usage, **counts)
+    async def settle(
+        self,
+        usage: Any = None,
+        *,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        completion_text: str | None = None,
+    ) -> TokenUsage:
+        """As `MeteredCall.settle`."""
+        final = self.call.final_usage(
+            usage,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            completion_text=completion_text,
+        )
+        await self._settle(final)
+        return final
+
+    async def _settle(self, usage: TokenUsage) -> None:
+        settlement = self.call._settlement(usage)
+        if settlement is not None:
+            await service.asettle(self.call.grant, **settlement)  # type: ignore[arg-type]
 
     async def refund(self) -> None:
-        await sync_to_async(self.call.refund)()
+        if self.call._refunding():
+            await service.arefund(self.call.grant)  # type: ignore[arg-type]
 
 
 def areserve(user: Any, **kwargs: Any) -> AsyncMeteredCall:

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from asgiref.sync import sync_to_async
+
 from . import ledger_mode
 from .conf import conf
 from .engine import (
@@ -22,7 +24,7 @@ from .engine import (
     windows_around,
 )
 from .engine import limits as codes
-from .engine_factory import get_engine
+from .engine_factory import get_async_engine, get_engine
 from .ledger import ledger_usage, window_day
 from .models import UsageRecord
 from .policy import Quota, from_micros, to_micros
@@ -195,6 +197,97 @@ class QuotaService:
             org = org_decision.reservation
         grant = Grant(user_id, model, decision, decision.reservation, org)
         return decision, grant
+
+    async def areserve(
+        self,
+        user_id: int,
+        quota: Quota,
+        *,
+        model: str,
+        tokens: int,
+        spend: int,
+        record_denial: bool = True,
+        watch: tuple[str, ...] = (),
+    ) -> tuple[Decision, Grant | None]:
+        """`reserve` with the Redis call on `redis.asyncio`. The ledger mode, an org-wide
+        cap and re-seeding after an outage take the sync path in a worker thread."""
+        kwargs = {
+            "model": model,
+            "tokens": tokens,
+            "spend": spend,
+            "record_denial": record_denial,
+            "watch": watch,
+        }
+        if quota.blocked:
+            raise Blocked()
+        if conf.ORG_SPEND_PER_MONTH is not None or ledger_mode.has_dirty():
+            return await sync_to_async(self.reserve)(user_id, quota, **kwargs)  # type: ignore[arg-type]
+        try:
+            decision = await get_async_engine().reserve(
+                user_subject(user_id),
+                quota.policy(),
+                tokens=tokens,
+                spend=spend,
+                lease=True,
+                lease_seconds=conf.LEASE_SECONDS,
+                now=self._now(),
+                seeder=_seed_from_ledger,
+                watch=watch,
+            )
+        except CountersUnavailable:
+            # The ledger mode (or the refusal FAIL_OPEN asks for) decides from the database.
+            return await sync_to_async(self.reserve)(user_id, quota, **kwargs)  # type: ignore[arg-type]
+        if not decision.allowed or decision.reservation is None:
+            if record_denial:
+                await sync_to_async(self.record_denial)(user_id, decision, model)
+            return decision, None
+        return decision, Grant(user_id, model, decision, decision.reservation)
+
+    async def asettle(
+        self,
+        grant: Grant,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cost: int,
+        model: str | None = None,
+    ) -> None:
+        """`settle`: the ledger row in a worker thread, the counters on `redis.asyncio`."""
+        if grant.degraded or grant.org is not None:
+            await sync_to_async(self.settle)(
+                grant,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                cost=cost,
+                model=model,
+            )
+            return
+        await sync_to_async(UsageRecord.add)(
+            grant.user_id,
+            window_day(grant.reservation.day),
+            model or grant.model,
+            requests=1,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost=from_micros(cost),
+        )
+        try:
+            await get_async_engine().settle(
+                grant.reservation, tokens=prompt_tokens + completion_tokens, spend=cost
+            )
+        except CountersUnavailable:
+            logger.warning("quotas: Redis unreachable at settle; counters re-seed from the ledger")
+            ledger_mode.mark_dirty(grant.user_id)
+
+    async def arefund(self, grant: Grant) -> None:
+        if grant.degraded or grant.org is not None:
+            await sync_to_async(self.refund)(grant)
+            return
+        try:
+            await get_async_engine().refund(grant.reservation)
+        except CountersUnavailable:
+            logger.warning("quotas: Redis unreachable at refund; the lease expires by itself")
+            ledger_mode.mark_dirty(grant.user_id)
 
     def settle(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any, NamedTuple
@@ -143,7 +143,198 @@ def _lua(name: str) -> str:
     return resources.files("quotas.engine").joinpath("lua", name).read_text()
 
 
-class QuotaEngine:
+def _decision(
+    policy: Policy,
+    plan: Any,
+    subject: str,
+    mode: str,
+    member: str,
+    requests: int,
+    tokens: int,
+    spend: int,
+    values: list[int],
+    held_ms: int | None,
+    day: Window,
+    month: Window,
+) -> Decision:
+    """The decision reserve.lua's reply stands for."""
+    status, denied, retry_us, now_us = values[:4]
+    charged = status == 1 and mode == "charge"
+    asks = {"r": requests, "t": tokens, "s": spend, "c": 1 if member else 0}
+    states = _states(plan, values, asks, charged and bool(member), charged, day, month)
+    day_usage, month_usage = Usage(*values[4:7]), Usage(*values[7:10])
+    if charged:
+        if plan.uses_day:
+            day_usage = _plus(day_usage, requests, tokens, spend)
+        if plan.uses_month:
+            month_usage = _plus(month_usage, requests, tokens, spend)
+    reservation = None
+    allowed = status == 1
+    if charged:
+        reservation = Reservation(
+            id=member.split(":", 1)[0] if member else "",
+            subject=subject,
+            requests=requests,
+            tokens=tokens,
+            spend=spend,
+            day=day,
+            month=month,
+            rates=plan.rates,
+            member=member,
+        )
+    denied_by = policy.limits[denied - 1].name if denied else None
+    on_hold = status == 0 and not denied
+    reasons: tuple[str, ...] = ()
+    if not allowed:
+        reasons = tuple(
+            s.name for s in states if s.remaining < asks[s.code[1] if s.code != "cc" else "c"]
+        )
+        if on_hold:
+            denied_by, reasons = HOLD, (HOLD, *reasons)
+    return Decision(
+        allowed=allowed,
+        denied_by=denied_by,
+        retry_after=retry_us / 1_000_000,
+        now_us=now_us,
+        states=states,
+        reservation=reservation,
+        day=day,
+        month=month,
+        reasons=reasons,
+        day_usage=day_usage,
+        month_usage=month_usage,
+        watched_hold=None if held_ms is None else max(held_ms, 0) / 1000,
+    )
+
+
+# What a decision asks of Redis: reserve.lua's keys and arguments, or seeding a window.
+ReserveStep = tuple[str, list[str], list[Any]]
+SeedStep = tuple[str, Window, int]
+
+
+class EngineLayout:
+    """The keys, script arguments and reply reading that the sync and asyncio engines share.
+
+    A decision is a generator of steps (run reserve.lua; seed a missing window) that the
+    engine carries out with its own client and sends the replies back into.
+    """
+
+    prefix: str
+
+    def key(self, subject: str, suffix: str) -> str:
+        return f"{self.prefix}:{{{subject}}}:{suffix}"
+
+    def window_key(self, subject: str, window: Window) -> str:
+        return self.key(subject, f"{window.kind}:{window.label}")
+
+    def _member(self, lease: bool, requests: int, tokens: int, spend: int) -> str:
+        if min(requests, tokens, spend) < 0:
+            raise ValueError("A reservation cannot ask for negative amounts.")
+        return f"{secrets.token_hex(6)}:{requests}:{tokens}:{spend}" if lease else ""
+
+    def _settle_call(
+        self, r: Reservation, tokens: int, spend: int, requests: int | None
+    ) -> tuple[list[str], list[Any]]:
+        used_requests = r.requests if requests is None else requests
+        keys = [
+            self.key(r.subject, "rate"),
+            self.key(r.subject, "lease"),
+            self.window_key(r.subject, r.day),
+            self.window_key(r.subject, r.month),
+        ]
+        args: list[Any] = [
+            r.member,
+            r.requests,
+            r.tokens,
+            r.spend,
+            used_requests,
+            tokens,
+            spend,
+            len(r.rates),
+        ]
+        for field, interval in r.rates:
+            args += [field, interval]
+        return keys, args
+
+    def _seed_call(
+        self, subject: str, window: Window, usage: Usage, now_us: int | None
+    ) -> tuple[list[str], list[Any]]:
+        if now_us is None:
+            now_us = int(time.time() * 1_000_000)
+        expire_ms = max(1, (window.end_us + WINDOW_GRACE_US - now_us) // 1000)
+        key = self.window_key(subject, window)
+        return [key], [usage.requests, usage.tokens, usage.spend, expire_ms]
+
+    def _steps(
+        self,
+        subject: str,
+        policy: Policy,
+        mode: str,
+        member: str,
+        requests: int,
+        tokens: int,
+        spend: int,
+        lease_seconds: float,
+        now: float | None,
+    ) -> Generator[ReserveStep | SeedStep, Any, Decision]:
+        """One decision: yields ("reserve", keys, args) to receive (reply, held_ms), and
+        ("seed", window, now_us) for each window missing from Redis."""
+        clock_us = int((time.time() if now is None else now) * 1_000_000)
+        day, month = current_windows(clock_us, policy.time_zone)
+        head = [
+            "" if now is None else clock_us,
+            requests,
+            tokens,
+            spend,
+            member,
+            int(lease_seconds * 1_000_000),
+            mode,
+            int(policy.track_usage),
+            int(policy.rehydrate),
+        ]
+        plan = _plan(policy)
+        tail = [WINDOW_GRACE_US, plan.arg]
+        rate_key, lease_key = self.key(subject, "rate"), self.key(subject, "lease")
+        hold_key = self.key(subject, "hold")
+
+        for _attempt in range(4):
+            keys = [
+                rate_key,
+                lease_key,
+                self.window_key(subject, day),
+                self.window_key(subject, month),
+                hold_key,
+            ]
+            args = [*head, day.start_us, day.end_us, month.start_us, month.end_us, *tail]
+            values, held_ms = yield ("reserve", keys, args)
+            status, now_us = values[0], values[3]
+            if status == -2:  # this server's clock is off: take the windows by Redis's
+                day, month = current_windows(now_us, policy.time_zone)
+            elif status == -1:
+                for missing, window in ((values[4], day), (values[5], month)):
+                    if missing:
+                        yield ("seed", window, now_us)
+            else:
+                break
+        else:  # pragma: no cover - a window seeded over and over vanished each time
+            raise RuntimeError(f"Window counters for {subject!r} could not be seeded.")
+        return _decision(
+            policy,
+            plan,
+            subject,
+            mode,
+            member,
+            requests,
+            tokens,
+            spend,
+            values,
+            held_ms,
+            day,
+            month,
+        )
+
+
+class QuotaEngine(EngineLayout):
     """Reserve, settle and refund against Redis counters.
 
     `client` is a `redis.Redis` or `redis.cluster.RedisCluster`; every key of one subject
@@ -157,14 +348,6 @@ class QuotaEngine:
         self._settle = client.register_script(_lua("settle.lua"))
         self._seed = client.register_script(_lua("seed.lua"))
         self._hold = client.register_script(_lua("hold.lua"))
-
-    # keys -----------------------------------------------------------------------------
-
-    def key(self, subject: str, suffix: str) -> str:
-        return f"{self.prefix}:{{{subject}}}:{suffix}"
-
-    def window_key(self, subject: str, window: Window) -> str:
-        return self.key(subject, f"{window.kind}:{window.label}")
 
     def subject_keys(self, subject: str) -> list[str]:
         """Every key this subject holds now (for inspection and memory accounting)."""
@@ -208,11 +391,7 @@ class QuotaEngine:
         The holds on the `watch` subjects are read with it: `Decision.watched_hold` is the
         longest, in seconds (None if they could not be read; the reservation stands).
         """
-        if min(requests, tokens, spend) < 0:
-            raise ValueError("A reservation cannot ask for negative amounts.")
-        member = ""
-        if lease:
-            member = f"{secrets.token_hex(6)}:{requests}:{tokens}:{spend}"
+        member = self._member(lease, requests, tokens, spend)
         return self._run(
             subject,
             policy,
@@ -252,94 +431,23 @@ class QuotaEngine:
         seeder: Seeder | None,
         watched: tuple[str, ...],
     ) -> Decision:
-        clock_us = int((time.time() if now is None else now) * 1_000_000)
-        day, month = current_windows(clock_us, policy.time_zone)
-        head = [
-            "" if now is None else clock_us,
-            requests,
-            tokens,
-            spend,
-            member,
-            int(lease_seconds * 1_000_000),
-            mode,
-            int(policy.track_usage),
-            int(policy.rehydrate),
-        ]
-        plan = _plan(policy)
-        tail = [WINDOW_GRACE_US, plan.arg]
-        rate_key, lease_key = self.key(subject, "rate"), self.key(subject, "lease")
-        hold_key = self.key(subject, "hold")
-
-        for _attempt in range(4):
-            keys = [
-                rate_key,
-                lease_key,
-                self.window_key(subject, day),
-                self.window_key(subject, month),
-                hold_key,
-            ]
-            args = [*head, day.start_us, day.end_us, month.start_us, month.end_us, *tail]
-            with unavailable_on_error():
-                values, held_ms = self._call_reserve(keys, args, watched)
-            status, denied, retry_us, now_us = values[:4]
-            if status == -2:  # this server's clock is off: take the windows by Redis's
-                day, month = current_windows(now_us, policy.time_zone)
-            elif status == -1:
-                for missing, window in ((values[4], day), (values[5], month)):
-                    if missing:
-                        usage = seeder(subject, window) if seeder else Usage()
-                        self.seed(subject, window, usage, now_us=now_us)
-            else:
-                break
-        else:  # pragma: no cover - a window seeded over and over vanished each time
-            raise RuntimeError(f"Window counters for {subject!r} could not be seeded.")
-
-        charged = status == 1 and mode == "charge"
-        asks = {"r": requests, "t": tokens, "s": spend, "c": 1 if member else 0}
-        states = _states(plan, values, asks, charged and bool(member), charged, day, month)
-        day_usage, month_usage = Usage(*values[4:7]), Usage(*values[7:10])
-        if charged:
-            if plan.uses_day:
-                day_usage = _plus(day_usage, requests, tokens, spend)
-            if plan.uses_month:
-                month_usage = _plus(month_usage, requests, tokens, spend)
-        reservation = None
-        allowed = status == 1
-        if charged:
-            reservation = Reservation(
-                id=member.split(":", 1)[0] if member else "",
-                subject=subject,
-                requests=requests,
-                tokens=tokens,
-                spend=spend,
-                day=day,
-                month=month,
-                rates=plan.rates,
-                member=member,
-            )
-        denied_by = policy.limits[denied - 1].name if denied else None
-        on_hold = status == 0 and not denied
-        reasons: tuple[str, ...] = ()
-        if not allowed:
-            reasons = tuple(
-                s.name for s in states if s.remaining < asks[s.code[1] if s.code != "cc" else "c"]
-            )
-            if on_hold:
-                denied_by, reasons = HOLD, (HOLD, *reasons)
-        return Decision(
-            allowed=allowed,
-            denied_by=denied_by,
-            retry_after=retry_us / 1_000_000,
-            now_us=now_us,
-            states=states,
-            reservation=reservation,
-            day=day,
-            month=month,
-            reasons=reasons,
-            day_usage=day_usage,
-            month_usage=month_usage,
-            watched_hold=None if held_ms is None else max(held_ms, 0) / 1000,
+        steps = self._steps(
+            subject, policy, mode, member, requests, tokens, spend, lease_seconds, now
         )
+        reply: Any = None
+        while True:
+            try:
+                step = steps.send(reply)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            if step[0] == "reserve":
+                with unavailable_on_error():
+                    reply = self._call_reserve(step[1], step[2], watched)
+            else:
+                window, now_us = step[1], step[2]
+                usage = seeder(subject, window) if seeder else Usage()
+                self.seed(subject, window, usage, now_us=now_us)
+                reply = None
 
     def _call_reserve(
         self, keys: list[str], args: list[Any], watched: tuple[str, ...]
@@ -380,13 +488,9 @@ class QuotaEngine:
 
     def seed(self, subject: str, window: Window, usage: Usage, now_us: int | None = None) -> bool:
         """Create a window's counters from ledger totals unless they exist."""
-        if now_us is None:
-            now_us = int(time.time() * 1_000_000)
-        expire_ms = max(1, (window.end_us + WINDOW_GRACE_US - now_us) // 1000)
-        key = self.window_key(subject, window)
-        args = [usage.requests, usage.tokens, usage.spend, expire_ms]
+        keys, args = self._seed_call(subject, window, usage, now_us)
         with unavailable_on_error():
-            return bool(self._seed(keys=[key], args=args))
+            return bool(self._seed(keys=keys, args=args))
 
     def hold(self, subject: str, seconds: float) -> None:
         """Refuse every reservation of `subject` for `seconds` (extends, never shortens)."""
@@ -422,26 +526,7 @@ class QuotaEngine:
         Returns False if the reservation had been lost from Redis (then the used amounts
         are added to whatever counters exist).
         """
-        used_requests = reservation.requests if requests is None else requests
-        r = reservation
-        keys = [
-            self.key(r.subject, "rate"),
-            self.key(r.subject, "lease"),
-            self.window_key(r.subject, r.day),
-            self.window_key(r.subject, r.month),
-        ]
-        args: list[Any] = [
-            r.member,
-            r.requests,
-            r.tokens,
-            r.spend,
-            used_requests,
-            tokens,
-            spend,
-            len(r.rates),
-        ]
-        for field, interval in r.rates:
-            args += [field, interval]
+        keys, args = self._settle_call(reservation, tokens, spend, requests)
         with unavailable_on_error():
             return bool(self._settle(keys=keys, args=args))
 

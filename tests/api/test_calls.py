@@ -10,12 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.db import connection
 from django.http import JsonResponse
 from django.test import RequestFactory
 
 import quotas
 from quotas.conf import conf
 from quotas.tokens import count_prompt_tokens
+from tests.event_loop import run_in_fresh_loop
 
 from .conftest import ledger
 
@@ -199,6 +201,8 @@ def test_python_and_http_callers_share_one_decision(make_caller, mock) -> None:
 @pytest.mark.django_db(transaction=True)
 def test_tool_definitions_never_overspend_a_budget(real_redis, make_caller) -> None:
     """40 concurrent calls whose prompt is mostly tools, on real Redis."""
+    if connection.vendor == "sqlite":
+        pytest.skip("threads share SQLite's one in-memory test connection (no concurrent writes)")
     budget = 20_000
     caller = make_caller(tokens_per_day=budget)
     tools = [
@@ -229,3 +233,48 @@ def test_tool_definitions_never_overspend_a_budget(real_redis, make_caller) -> N
     assert 0 < len(served) < 40
     assert settled["prompt"] + settled["completion"] <= budget
     assert settled["requests"] == len(served) == budget // (billed + 20)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_areserve_makes_its_redis_calls_on_redis_asyncio(make_caller, monkeypatch) -> None:
+    """The sync engine is never asked; the decision still counts with the sync path."""
+    from quotas.engine import QuotaEngine
+
+    caller = make_caller(requests_per_day=2, tokens_per_day=10_000)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the sync engine was used by areserve")
+
+    async def twice():
+        for _ in range(2):
+            async with quotas.areserve(caller.user, tokens=100) as call:
+                await call.settle(prompt_tokens=60, completion_tokens=10)
+        async with quotas.areserve(caller.user, tokens=100) as call:
+            pass
+
+    with monkeypatch.context() as patched:
+        for name in ("reserve", "settle", "refund"):
+            patched.setattr(QuotaEngine, name, refuse)
+        with pytest.raises(quotas.QuotaExceeded) as denied:
+            run_in_fresh_loop(twice())
+
+    assert denied.value.limit == "requests_per_day"
+    assert ledger(caller.user) == {"requests": 2, "prompt": 120, "completion": 20, "denied": 1}
+    with pytest.raises(quotas.QuotaExceeded):  # the sync path sees the same counters
+        quotas.reserve(caller.user, tokens=100)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_areserve_refunds_on_exception_and_charges_a_forgotten_settle(make_caller) -> None:
+    caller = make_caller(requests_per_day=1, tokens_per_day=10_000)
+
+    async def run():
+        with pytest.raises(KeyError):
+            async with quotas.areserve(caller.user, tokens=100):
+                raise KeyError("boom")
+        async with quotas.areserve(caller.user, tokens=100) as call:
+            assert call.model == "gpt-4o-mini"
+
+    run_in_fresh_loop(run())
+
+    assert ledger(caller.user) == {"requests": 1, "prompt": 100, "completion": 0, "denied": 0}

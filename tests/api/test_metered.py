@@ -3,11 +3,10 @@ for the provider (this project's own /v1/, on a second, unlimited account)."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 import quotas
+from tests.event_loop import run_in_fresh_loop
 
 from .conftest import ledger
 
@@ -88,7 +87,7 @@ def test_the_async_client_is_metered_too(provider, make_caller, mock) -> None:
         await client.close()
         return reply, chunks, calls
 
-    reply, chunks, calls = asyncio.run(run())
+    reply, chunks, calls = run_in_fresh_loop(run())
 
     assert reply.model == "gpt-4o"
     assert chunks[-1].usage.completion_tokens == 4

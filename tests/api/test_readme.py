@@ -3,7 +3,6 @@ server standing in for the provider."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 from django.test import RequestFactory
 
 from quotas import upstream
+from tests.event_loop import run_in_fresh_loop
 
 from .conftest import ledger
 
@@ -43,8 +43,8 @@ def test_own_code_snippets_run_as_written(live_server, make_caller, monkeypatch,
     response = namespace["draft_reply"](request)
     assert response.status_code == 200
     assert namespace["nightly_digest"](caller.user.pk, ["a", "b"]) == 2
-    assert asyncio.run(namespace["answer"](caller.user, "Why?")).startswith("[mock]")
-    asyncio.run(namespace["classify"](caller.user, "spam?"))
+    assert run_in_fresh_loop(namespace["answer"](caller.user, "Why?")).startswith("[mock]")
+    run_in_fresh_loop(namespace["classify"](caller.user, "spam?"))
 
     assert ledger(caller.user)["requests"] == 6
     assert namespace["nightly_digest"](caller.user.pk, ["c"]) == 0  # requests_per_day is used up
