@@ -14,7 +14,7 @@ from django.db import IntegrityError, connections, models, router, transaction
 from django.db.models import F
 from rest_framework_api_key.models import AbstractAPIKey, BaseAPIKeyManager
 
-MONEY = {"max_digits": 14, "decimal_places": 6}
+MONEY: dict[str, Any] = {"max_digits": 14, "decimal_places": 6}
 NON_NEGATIVE = [MinValueValidator(0)]
 
 # Numeric limits a tier sets and a user quota may override. Empty means unlimited.

@@ -14,7 +14,9 @@ from ..headers import rate_limit_headers
 from ..throttling import DECISION_ATTR
 
 
-def error_body(message: str, type_: str, code: str | None = None, param: str | None = None):
+def error_body(
+    message: str, type_: str, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 

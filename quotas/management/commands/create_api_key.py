@@ -16,7 +16,9 @@ class Command(BaseCommand):
         parser.add_argument("--tier", help="Also put the user on this tier (its slug).")
         parser.add_argument("--name", default="cli", help="A name for the key (default: cli).")
 
-    def handle(self, *args: Any, username: str, tier: str | None, name: str, **options: Any):
+    def handle(
+        self, *args: Any, username: str, tier: str | None, name: str, **options: Any
+    ) -> None:
         User = get_user_model()
         try:
             user = User.objects.get(**{User.USERNAME_FIELD: username})
