@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+run: export DJANGO_DEBUG = 1
 run: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo

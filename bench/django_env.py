@@ -15,6 +15,7 @@ def configure(redis_url: str) -> None:
     if settings.configured:
         return
     os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
+    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret-key")
     os.environ["BENCH_REDIS_URL"] = redis_url
     import django
 

@@ -40,6 +40,7 @@ def environment(redis_url: str, database_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     env.update(
         DJANGO_SETTINGS_MODULE="bench.settings_e2e",
+        DJANGO_SECRET_KEY=env.get("DJANGO_SECRET_KEY") or "bench-only-secret-key",
         DATABASE_URL=database_url,
         REDIS_URL=redis_url,
         QUOTAS_MOCK_LATENCY="0",

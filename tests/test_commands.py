@@ -69,6 +69,21 @@ class TestCreateAPIKey:
 
 
 class TestSeedDemo:
+    @pytest.fixture(autouse=True)
+    def debug(self, settings):
+        settings.DEBUG = True
+
+    def test_refuses_with_debug_off(self, settings):
+        settings.DEBUG = False
+        with pytest.raises(CommandError, match=r"with DEBUG off it refuses.*--force"):
+            run("seed_demo")
+        assert not get_user_model().objects.filter(username="admin").exists()
+
+    def test_force_loads_with_debug_off(self, settings):
+        settings.DEBUG = False
+        output = run("seed_demo", "--force")
+        assert quota_with(self.demo_key(output)).json()["tier"]["slug"] == "free"
+
     @staticmethod
     def demo_key(output: str) -> str:
         match = re.search(r"its API key: (\S+)", output)

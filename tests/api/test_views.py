@@ -20,7 +20,7 @@ URL = "/v1/quota"
 @pytest.fixture
 def demo():
     """The demo user on the free tier (burst 5, 20 000 tokens a day, $1 a month)."""
-    call_command("seed_demo", stdout=StringIO())
+    call_command("seed_demo", "--force", stdout=StringIO())
     return get_user_model().objects.get(username="demo")
 
 

@@ -57,6 +57,7 @@ def app_servers(
                 DATABASE_URL=server_database_url,
                 REDIS_URL=redis_url,
                 DJANGO_DEBUG="0",
+                DJANGO_SECRET_KEY="system-tests-only-secret-key",
                 DJANGO_ALLOWED_HOSTS="127.0.0.1",
                 PYTHONPATH=str(ROOT),
                 **env,

@@ -4,8 +4,9 @@ import os
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from quotas.models import AIModel, APIKey, Tier, UserQuota
 
@@ -47,7 +48,19 @@ TIERS = {
 class Command(BaseCommand):
     help = "Load demo models, tiers, an admin and a demo user, and print a new demo API key."
 
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="Load the demo data even with DEBUG off (it creates a known admin login).",
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
+        if not settings.DEBUG and not options["force"]:
+            raise CommandError(
+                "seed_demo creates an admin login with a known password; with DEBUG off it "
+                "refuses. Run it with DJANGO_DEBUG=1 (development), or pass --force."
+            )
         models = {}
         for name, price_in, price_out, rpm, tpm in MODELS:
             models[name], _ = AIModel.objects.update_or_create(
