@@ -20,6 +20,9 @@ run: export DJANGO_DEBUG = 1
 run: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
+	@if [ -z "$$OPENAI_API_KEY" ] && [ "$$QUOTAS_PROVIDER" != "openai" ]; then \
+		echo "No OPENAI_API_KEY: the built-in mock provider is serving (answers start with [mock])."; \
+	fi
 	@echo "Serving on http://$(HOST):$(PORT)/ (admin: http://$(HOST):$(PORT)/admin/)"
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
 

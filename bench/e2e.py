@@ -43,6 +43,7 @@ def environment(redis_url: str, database_url: str) -> dict[str, str]:
         DJANGO_SECRET_KEY=env.get("DJANGO_SECRET_KEY") or "bench-only-secret-key",
         DATABASE_URL=database_url,
         REDIS_URL=redis_url,
+        QUOTAS_PROVIDER="mock",
         QUOTAS_MOCK_LATENCY="0",
         QUOTAS_MOCK_FAIL="",
         PYTHONPATH=str(ROOT),

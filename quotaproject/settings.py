@@ -128,6 +128,7 @@ QUOTAS = {
     "FAIL_OPEN": _flag("QUOTAS_FAIL_OPEN", True),
     "LEASE_SECONDS": float(os.environ.get("QUOTAS_LEASE_SECONDS", "300")),
     "UPSTREAM_TIMEOUT": float(os.environ.get("QUOTAS_UPSTREAM_TIMEOUT", "60")),
+    "PROVIDER": os.environ.get("QUOTAS_PROVIDER", "openai"),
 }
 if os.environ.get("QUOTAS_ORG_SPEND_PER_MONTH"):
     QUOTAS["ORG_SPEND_PER_MONTH"] = os.environ["QUOTAS_ORG_SPEND_PER_MONTH"]

@@ -8,7 +8,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
-from .conf import DEFAULTS, conf
+from .conf import DEFAULTS, PROVIDERS, conf
+from .upstream import provider_configured
 
 
 @register(Tags.compatibility)
@@ -67,6 +68,24 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     id="quotas.E005",
                 )
             )
+    if conf.PROVIDER not in PROVIDERS:
+        errors.append(
+            Error(
+                f"QUOTAS['PROVIDER'] must be one of {', '.join(PROVIDERS)}, not {conf.PROVIDER!r}.",
+                hint='"openai" calls the provider with OPENAI_API_KEY; "mock" answers locally.',
+                id="quotas.E006",
+            )
+        )
+    elif not provider_configured():
+        errors.append(
+            Error(
+                "No AI provider is configured: OPENAI_API_KEY is not set, DEBUG is off and "
+                "QUOTAS['PROVIDER'] is not 'mock'; /v1/ calls answer 503.",
+                hint="Set OPENAI_API_KEY (and OPENAI_BASE_URL for another OpenAI-compatible "
+                "provider), or QUOTAS['PROVIDER'] = 'mock' to serve the built-in mock.",
+                id="quotas.E007",
+            )
+        )
     if not url and not settings.DEBUG:
         errors.append(
             Warning(

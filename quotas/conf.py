@@ -38,7 +38,12 @@ DEFAULTS: dict[str, Any] = {
     "STORE_PROMPTS": False,
     # Seconds the provider may take before a 504.
     "UPSTREAM_TIMEOUT": 60.0,
+    # "openai": the OpenAI SDK with OPENAI_API_KEY / OPENAI_BASE_URL (without a key, the
+    # built-in mock only while DEBUG is on); "mock": always the built-in mock provider.
+    "PROVIDER": "openai",
 }
+
+PROVIDERS = ("openai", "mock")
 
 
 class Settings:
@@ -105,6 +110,10 @@ class Settings:
     @property
     def UPSTREAM_TIMEOUT(self) -> float:
         return float(self._get("UPSTREAM_TIMEOUT"))
+
+    @property
+    def PROVIDER(self) -> str:
+        return str(self._get("PROVIDER"))
 
 
 conf = Settings()

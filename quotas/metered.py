@@ -14,6 +14,7 @@ from typing import Any
 import openai
 
 from . import upstream
+from .conf import conf
 from .calls import AsyncMeteredCall, MeteredCall, areserve, reserve
 
 RESERVE_ARGUMENTS = ("model", "messages", "tools", "max_tokens", "n")
@@ -149,12 +150,20 @@ class AsyncMeteredStream:
         return getattr(self._stream, name)
 
 
+def _provider_settings(client_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The configured provider's client settings; none needed when the caller names a
+    provider of their own (its base URL and key)."""
+    if "base_url" in client_kwargs and "api_key" in client_kwargs:
+        return {"timeout": conf.UPSTREAM_TIMEOUT, "max_retries": 0}
+    return upstream.client_settings()
+
+
 def metered_openai(user: Any, **client_kwargs: Any) -> openai.OpenAI:
     """An `openai.OpenAI` for the configured provider whose chat completions `user` pays for."""
-    settings = upstream.client_settings()
-    if settings.get("api_key") == "mock" and "http_client" not in client_kwargs:
+    settings = {**_provider_settings(client_kwargs), **client_kwargs}
+    if settings.get("base_url") == upstream.MOCK_BASE_URL and "http_client" not in settings:
         settings["http_client"] = upstream.mock_http_client()
-    client = openai.OpenAI(**{**settings, **client_kwargs})
+    client = openai.OpenAI(**settings)
     completions = client.chat.completions
     create = completions.create
 
@@ -177,10 +186,10 @@ def metered_openai(user: Any, **client_kwargs: Any) -> openai.OpenAI:
 
 def metered_async_openai(user: Any, **client_kwargs: Any) -> openai.AsyncOpenAI:
     """An `openai.AsyncOpenAI` whose chat completions `user` pays for (see metered_openai)."""
-    settings = upstream.client_settings()
-    if settings.get("api_key") == "mock" and "http_client" not in client_kwargs:
+    settings = {**_provider_settings(client_kwargs), **client_kwargs}
+    if settings.get("base_url") == upstream.MOCK_BASE_URL and "http_client" not in settings:
         settings["http_client"] = upstream.mock_async_http_client()
-    client = openai.AsyncOpenAI(**{**settings, **client_kwargs})
+    client = openai.AsyncOpenAI(**settings)
     completions = client.chat.completions
     create = completions.create
 

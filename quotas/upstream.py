@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import openai
+from django.conf import settings
 
 try:  # openai 3.x speaks httpx2; earlier versions httpx.
     import httpx2 as httpx
@@ -41,6 +42,17 @@ class UpstreamError(Exception):
         self.status = status
         self.message = message
         self.error = dict(error or {})  # the provider's own `error` object, if any
+
+
+class UpstreamNotConfigured(UpstreamError):
+    """No provider to call: no OPENAI_API_KEY, DEBUG off, and the mock not chosen."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            503,
+            "No AI provider is configured on this server: set OPENAI_API_KEY, "
+            "or QUOTAS['PROVIDER'] = 'mock'.",
+        )
 
 
 class UpstreamTimeout(UpstreamError):
@@ -89,20 +101,37 @@ def client() -> openai.OpenAI:
     return _client
 
 
+def uses_mock() -> bool:
+    """Whether calls go to the built-in mock: chosen, or no key while DEBUG is on."""
+    if conf.PROVIDER == "mock":
+        return True
+    return not os.environ.get("OPENAI_API_KEY") and settings.DEBUG
+
+
+def provider_configured() -> bool:
+    """Whether there is a provider to call (a key, or the mock)."""
+    return uses_mock() or bool(os.environ.get("OPENAI_API_KEY"))
+
+
 def _build_client() -> openai.OpenAI:
     settings = client_settings()
-    if settings.get("api_key") == "mock":
-        logger.info("quotas: no OPENAI_API_KEY; answering with the built-in mock provider")
+    if settings.get("base_url") == MOCK_BASE_URL:
+        logger.warning("quotas: answering with the built-in mock provider (no real AI provider)")
         settings["http_client"] = mock_http_client()
     return openai.OpenAI(**settings)
 
 
 def client_settings() -> dict[str, Any]:
-    """The SDK client's settings: OPENAI_API_KEY / OPENAI_BASE_URL (read by the SDK), else
-    the mock provider's (whose client needs an `http_client` on `mock_transport()`)."""
+    """The SDK client's settings: OPENAI_API_KEY / OPENAI_BASE_URL (read by the SDK), or
+    the mock provider's when it is chosen (its client needs `mock_http_client()`).
+
+    Raises UpstreamNotConfigured when there is neither a key nor a chosen mock.
+    """
     settings: dict[str, Any] = {"timeout": conf.UPSTREAM_TIMEOUT, "max_retries": 0}
-    if not os.environ.get("OPENAI_API_KEY"):
+    if uses_mock():
         settings.update(api_key="mock", base_url=MOCK_BASE_URL)
+    elif not os.environ.get("OPENAI_API_KEY"):
+        raise UpstreamNotConfigured()
     return settings
 
 

@@ -87,11 +87,12 @@ def fast_password_hashing(settings):
 
 
 @pytest.fixture
-def mock_provider(monkeypatch: pytest.MonkeyPatch):
-    """The in-process mock provider the app's SDK client talks to: fresh, no latency, no
+def mock_provider(monkeypatch: pytest.MonkeyPatch, settings):
+    """The in-process mock provider, chosen with QUOTAS["PROVIDER"]: fresh, no latency, no
     fault, whatever the environment says."""
     from quotas import upstream
 
+    settings.QUOTAS = {**getattr(settings, "QUOTAS", {}), "PROVIDER": "mock"}
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("QUOTAS_MOCK_FAIL", raising=False)
     monkeypatch.delenv("QUOTAS_MOCK_LATENCY", raising=False)

@@ -5,7 +5,13 @@ from django.core.checks import Error, Tags, Warning, run_checks
 
 from quotas.checks import check_settings
 
-VALID = {"REDIS_URL": "redis://127.0.0.1:6379/0"}
+VALID = {"REDIS_URL": "redis://127.0.0.1:6379/0", "PROVIDER": "mock"}
+
+
+@pytest.fixture(autouse=True)
+def provider_key(monkeypatch):
+    """A provider key, so only the tests about it see the missing-provider error."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
 
 
 def ids(messages):
@@ -90,4 +96,35 @@ def test_w001_no_redis_url_in_production(settings):
 def test_w001_silent_in_debug(settings):
     settings.DEBUG = True
     settings.QUOTAS = {}
+    assert check_settings() == []
+
+
+def test_e006_unknown_provider(settings):
+    settings.QUOTAS = {**VALID, "PROVIDER": "anthropic"}
+    [message] = check_settings()
+    assert message.id == "quotas.E006"
+    assert "'anthropic'" in message.msg
+    assert message.hint
+
+
+def test_e007_no_provider_with_debug_off(settings, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    settings.DEBUG = False
+    settings.QUOTAS = {**VALID, "PROVIDER": "openai"}
+    [message] = check_settings()
+    assert message.id == "quotas.E007"
+    assert "OPENAI_API_KEY" in message.msg
+    assert "'mock'" in message.hint
+
+
+def test_provider_key_or_mock_or_debug_passes(settings, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    settings.DEBUG = False
+    settings.QUOTAS = {**VALID, "PROVIDER": "mock"}
+    assert check_settings() == []
+    settings.QUOTAS = {**VALID, "PROVIDER": "openai"}
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    assert check_settings() == []
+    monkeypatch.delenv("OPENAI_API_KEY")
+    settings.DEBUG = True
     assert check_settings() == []

@@ -51,7 +51,10 @@ def test_without_api_key_the_mock_answers(mock: MockTransport) -> None:
     assert upstream.client() is upstream.client()
 
 
-def test_with_api_key_the_sdk_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_with_api_key_the_sdk_reads_the_environment(
+    monkeypatch: pytest.MonkeyPatch, settings
+) -> None:
+    settings.QUOTAS = {**settings.QUOTAS, "PROVIDER": "openai"}
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.setenv("OPENAI_BASE_URL", "http://provider.invalid/v1")
     upstream.reset_client()
@@ -61,6 +64,28 @@ def test_with_api_key_the_sdk_reads_the_environment(monkeypatch: pytest.MonkeyPa
     assert client.api_key == "sk-test"
     assert str(client.base_url) == "http://provider.invalid/v1/"
     assert client.max_retries == 0
+
+
+def test_without_a_key_the_mock_serves_only_in_debug_or_when_chosen(
+    monkeypatch: pytest.MonkeyPatch, settings
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    settings.QUOTAS = {**settings.QUOTAS, "PROVIDER": "openai"}
+    settings.DEBUG = False
+    upstream.reset_client()
+    with pytest.raises(upstream.UpstreamNotConfigured) as refused:
+        chat(PARAMS)
+    assert refused.value.status == 503
+
+    settings.DEBUG = True
+    upstream.reset_client()
+    assert chat(PARAMS)["choices"][0]["message"]["content"].startswith("[mock]")
+
+    settings.DEBUG = False
+    settings.QUOTAS = {**settings.QUOTAS, "PROVIDER": "mock"}
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    upstream.reset_client()
+    assert chat(PARAMS)["choices"][0]["message"]["content"].startswith("[mock]")
 
 
 def test_parameters_pass_through(mock: MockTransport) -> None:

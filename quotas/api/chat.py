@@ -37,6 +37,8 @@ def _completion_text(reply: dict[str, Any]) -> str:
 
 
 def _upstream_error(exc: Exception, model: str) -> Response:
+    if isinstance(exc, upstream.UpstreamNotConfigured):
+        return error_response(503, exc.message, "server_error", "provider_not_configured")
     if isinstance(exc, upstream.UpstreamTimeout):
         return error_response(504, "The model provider timed out.", "server_error", "timeout")
     if isinstance(exc, upstream.UpstreamRateLimited):

@@ -176,6 +176,29 @@ def test_concurrent_requests_never_overspend_the_day_budget(make_caller, sdk, mo
 
 
 @pytest.mark.django_db
+def test_503_provider_not_configured_without_a_key_with_debug_off(
+    make_caller, monkeypatch, settings
+) -> None:
+    from quotas import upstream
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    settings.DEBUG = False
+    settings.QUOTAS = {**settings.QUOTAS, "PROVIDER": "openai"}
+    upstream.reset_client()
+    caller = make_caller()
+
+    response = post(caller.client())
+    streamed = post(caller.client(), stream=True)
+
+    upstream.reset_client()
+    for answer in (response, streamed):
+        assert answer.status_code == 503
+        assert answer.json()["error"]["code"] == "provider_not_configured"
+        assert "OPENAI_API_KEY" in answer.json()["error"]["message"]
+    assert not UsageRecord.objects.exists()
+
+
+@pytest.mark.django_db
 def test_model_and_max_tokens_default_to_the_tiers(make_caller, mock) -> None:
     caller = make_caller(default="gpt-4o", max_tokens_per_request=300)
 

@@ -58,6 +58,7 @@ def app_servers(
                 REDIS_URL=redis_url,
                 DJANGO_DEBUG="0",
                 DJANGO_SECRET_KEY="system-tests-only-secret-key",
+                QUOTAS_PROVIDER="mock",
                 DJANGO_ALLOWED_HOSTS="127.0.0.1",
                 PYTHONPATH=str(ROOT),
                 **env,
