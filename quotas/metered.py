@@ -14,8 +14,8 @@ from typing import Any
 import openai
 
 from . import upstream
-from .conf import conf
 from .calls import AsyncMeteredCall, MeteredCall, areserve, reserve
+from .conf import conf
 
 RESERVE_ARGUMENTS = ("model", "messages", "tools", "max_tokens", "n")
 OUTPUT_CAPS = ("max_tokens", "max_completion_tokens")
