@@ -30,8 +30,25 @@ def client_ip(meta: dict[str, Any], num_proxies: int) -> str:
     if num_proxies > 0:
         hops = [h.strip() for h in meta.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
         if len(hops) >= num_proxies:
-            remote = hops[-num_proxies]
-    return remote
+            forwarded = parse_address(hops[-num_proxies])
+            # A hop the proxy could not name ("unknown", garbage) counts as the proxy.
+            if forwarded is not None:
+                return forwarded
+    return parse_address(remote) or remote
+
+
+def parse_address(text: str) -> str | None:
+    """The IP address in `text`, as proxies write it: `1.2.3.4`, `1.2.3.4:5555`,
+    `2001:db8::1`, `[2001:db8::1]` or `[2001:db8::1]:443`; None if there is none."""
+    text = text.strip()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]  # IPv4 with a port
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
 
 
 def ip_subject(address: str) -> str:

@@ -112,6 +112,14 @@ class TestAnonymous:
         assert statuses(client, 3, REMOTE_ADDR="203.0.113.7") == [200, 200, 429]
         assert ping(client, REMOTE_ADDR="203.0.113.8").status_code == 200
 
+    def test_forwarded_forms_bucket_apart(self, client, settings):
+        """A port or brackets do not merge clients into one bucket."""
+        settings.QUOTAS = {**settings.QUOTAS, "NUM_PROXIES": 1}
+        proxy = {"REMOTE_ADDR": "10.0.0.1"}
+        statuses(client, 2, HTTP_X_FORWARDED_FOR="1.2.3.4:5555", **proxy)
+        assert ping(client, HTTP_X_FORWARDED_FOR="1.2.3.4:6666", **proxy).status_code == 429
+        assert ping(client, HTTP_X_FORWARDED_FOR="[2001:db8::1]:443", **proxy).status_code == 200
+
     def test_without_trusted_proxies_x_forwarded_for_is_ignored(self, client):
         statuses(client, 2, REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="198.51.100.1")
         response = ping(client, REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="198.51.100.2")
@@ -144,6 +152,16 @@ class TestAnonymous:
         ({"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "1.1.1.1, 2.2.2.2"}, 1, "2.2.2.2"),
         ({"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "1.1.1.1, 2.2.2.2"}, 2, "1.1.1.1"),
         ({"REMOTE_ADDR": "10.0.0.1"}, 1, "10.0.0.1"),
+        ({"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "1.2.3.4:5555"}, 1, "1.2.3.4"),
+        ({"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "[2001:db8::1]"}, 1, "2001:db8::1"),
+        (
+            {"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "[2001:db8::1]:443"},
+            1,
+            "2001:db8::1",
+        ),
+        ({"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "2001:db8::1"}, 1, "2001:db8::1"),
+        ({"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "unknown"}, 1, "10.0.0.1"),
+        ({"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "1.1.1.1, bad"}, 1, "10.0.0.1"),
     ],
 )
 def test_client_ip(meta, proxies, expected):
