@@ -28,6 +28,16 @@ from .usage import TokenUsage, normalise_usage
 
 logger = logging.getLogger("quotas")
 
+# The request parameters `reserve` takes by name; the rest of a body passes through.
+RESERVE_ARGUMENTS = ("model", "messages", "tools", "max_tokens", "n")
+OUTPUT_CAPS = ("max_tokens", "max_completion_tokens")
+
+
+def reserve_arguments(body: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of `reserve` / `areserve` for a Chat Completions body."""
+    named = {name: body.get(name) for name in RESERVE_ARGUMENTS}
+    return {**named, **{k: v for k, v in body.items() if k not in RESERVE_ARGUMENTS}}
+
 
 def _user_id(user: Any) -> int:
     if isinstance(user, int) and not isinstance(user, bool):
@@ -87,6 +97,13 @@ class MeteredCall:
     @property
     def reserved_tokens(self) -> int:
         return self.plan.worst_tokens
+
+    def provider_request(self, body: dict[str, Any]) -> dict[str, Any]:
+        """`body` as the provider gets it: the served model and exactly one output cap
+        (the one that was sent, or max_tokens)."""
+        send = {k: v for k, v in body.items() if k not in OUTPUT_CAPS}
+        send.update({"model": self.model, self.plan.output_param: self.max_tokens})
+        return send
 
     def headers(self) -> dict[str, str]:
         """The rate-limit headers of this call's decision."""
@@ -349,8 +366,7 @@ class AsyncMeteredCall:
 
     async def __aenter__(self) -> AsyncMeteredCall:
         kwargs = dict(self._kwargs)
-        asked = {k: kwargs.pop(k, None) for k in ("model", "messages", "tools", "max_tokens")}
-        asked["n"] = kwargs.pop("n", 1)
+        asked = {name: kwargs.pop(name, None) for name in RESERVE_ARGUMENTS}
         tokens = kwargs.pop("tokens", None)
         call, catalogue = await sync_to_async(_planned)(self._user, asked, tokens, kwargs)
         steps = _take(call, catalogue)

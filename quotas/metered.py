@@ -14,11 +14,8 @@ from typing import Any
 import openai
 
 from . import upstream
-from .calls import AsyncMeteredCall, MeteredCall, areserve, reserve
+from .calls import AsyncMeteredCall, MeteredCall, areserve, reserve, reserve_arguments
 from .conf import conf
-
-RESERVE_ARGUMENTS = ("model", "messages", "tools", "max_tokens", "n")
-OUTPUT_CAPS = ("max_tokens", "max_completion_tokens")
 
 
 def _given(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -26,21 +23,8 @@ def _given(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if not isinstance(v, openai.NotGiven | openai.Omit)}
 
 
-def _plan_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
-    extra = {k: v for k, v in kwargs.items() if k not in RESERVE_ARGUMENTS}
-    return {
-        "model": kwargs.get("model"),
-        "messages": kwargs.get("messages"),
-        "tools": kwargs.get("tools"),
-        "max_tokens": kwargs.get("max_tokens"),
-        "n": kwargs.get("n"),
-        **extra,
-    }
-
-
 def _send_arguments(kwargs: dict[str, Any], call: MeteredCall) -> dict[str, Any]:
-    send = {k: v for k, v in kwargs.items() if k not in OUTPUT_CAPS}
-    send.update({"model": call.model, call.plan.output_param: call.max_tokens})
+    send = call.provider_request(kwargs)
     if kwargs.get("stream") is True:
         options = kwargs.get("stream_options") or {}
         send["stream_options"] = {**options, "include_usage": True}
@@ -169,7 +153,7 @@ def metered_openai(user: Any, **client_kwargs: Any) -> openai.OpenAI:
 
     def metered_create(**kwargs: Any) -> Any:
         kwargs = _given(kwargs)
-        call = reserve(user, **_plan_arguments(kwargs))
+        call = reserve(user, **reserve_arguments(kwargs))
         try:
             result = create(**_send_arguments(kwargs, call))
         except BaseException:
@@ -195,7 +179,7 @@ def metered_async_openai(user: Any, **client_kwargs: Any) -> openai.AsyncOpenAI:
 
     async def metered_create(**kwargs: Any) -> Any:
         kwargs = _given(kwargs)
-        metered = areserve(user, **_plan_arguments(kwargs))
+        metered = areserve(user, **reserve_arguments(kwargs))
         await metered.__aenter__()
         try:
             result = await create(**_send_arguments(kwargs, metered.call))

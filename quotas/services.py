@@ -125,6 +125,18 @@ class QuotaService:
             if not conf.FAIL_OPEN:
                 raise
             logger.warning("quotas: Redis unreachable (%s); budgets enforced from the ledger", exc)
+        return self._reserve_from_ledger(user_id, quota, model, tokens, spend, record_denial)
+
+    def _reserve_from_ledger(
+        self,
+        user_id: int,
+        quota: Quota,
+        model: str,
+        tokens: int,
+        spend: int,
+        record_denial: bool,
+    ) -> tuple[Decision, Grant | None]:
+        """The ledger mode's reservation, while Redis cannot be reached."""
         cap = conf.ORG_SPEND_PER_MONTH
         decision = ledger_mode.reserve_from_ledger(
             user_id,
@@ -153,17 +165,7 @@ class QuotaService:
     ) -> tuple[Decision, Grant | None]:
         engine = self.engine
         self.recover()
-        decision = engine.reserve(
-            user_subject(user_id),
-            quota.policy(),
-            tokens=tokens,
-            spend=spend,
-            lease=True,
-            lease_seconds=conf.LEASE_SECONDS,
-            now=self._now(),
-            seeder=_seed_from_ledger,
-            watch=watch,
-        )
+        decision = engine.reserve(**self._user_reservation(user_id, quota, tokens, spend, watch))
         if not decision.allowed or decision.reservation is None:
             if record:
                 self.record_denial(user_id, decision, model)
@@ -198,6 +200,22 @@ class QuotaService:
         grant = Grant(user_id, model, decision, decision.reservation, org)
         return decision, grant
 
+    def _user_reservation(
+        self, user_id: int, quota: Quota, tokens: int, spend: int, watch: tuple[str, ...]
+    ) -> dict[str, Any]:
+        """The engine's reserve arguments for one AI call of a user, with its lease."""
+        return {
+            "subject": user_subject(user_id),
+            "policy": quota.policy(),
+            "tokens": tokens,
+            "spend": spend,
+            "lease": True,
+            "lease_seconds": conf.LEASE_SECONDS,
+            "now": self._now(),
+            "seeder": _seed_from_ledger,
+            "watch": watch,
+        }
+
     async def areserve(
         self,
         user_id: int,
@@ -211,32 +229,28 @@ class QuotaService:
     ) -> tuple[Decision, Grant | None]:
         """`reserve` with the Redis call on `redis.asyncio`. The ledger mode, an org-wide
         cap and re-seeding after an outage take the sync path in a worker thread."""
-        kwargs = {
-            "model": model,
-            "tokens": tokens,
-            "spend": spend,
-            "record_denial": record_denial,
-            "watch": watch,
-        }
         if quota.blocked:
             raise Blocked()
         if conf.ORG_SPEND_PER_MONTH is not None or ledger_mode.has_dirty():
-            return await sync_to_async(self.reserve)(user_id, quota, **kwargs)  # type: ignore[arg-type]
-        try:
-            decision = await get_async_engine().reserve(
-                user_subject(user_id),
-                quota.policy(),
+            return await sync_to_async(self.reserve)(
+                user_id,
+                quota,
+                model=model,
                 tokens=tokens,
                 spend=spend,
-                lease=True,
-                lease_seconds=conf.LEASE_SECONDS,
-                now=self._now(),
-                seeder=_seed_from_ledger,
+                record_denial=record_denial,
                 watch=watch,
             )
-        except CountersUnavailable:
-            # The ledger mode (or the refusal FAIL_OPEN asks for) decides from the database.
-            return await sync_to_async(self.reserve)(user_id, quota, **kwargs)  # type: ignore[arg-type]
+        reservation = self._user_reservation(user_id, quota, tokens, spend, watch)
+        try:
+            decision = await get_async_engine().reserve(**reservation)
+        except CountersUnavailable as exc:
+            if not conf.FAIL_OPEN:
+                raise
+            logger.warning("quotas: Redis unreachable (%s); budgets enforced from the ledger", exc)
+            return await sync_to_async(self._reserve_from_ledger)(
+                user_id, quota, model, tokens, spend, record_denial
+            )
         if not decision.allowed or decision.reservation is None:
             if record_denial:
                 await sync_to_async(self.record_denial)(user_id, decision, model)

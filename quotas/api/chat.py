@@ -116,10 +116,6 @@ class RequestTooLarge(InvalidRequest):
     status = 413
 
 
-RESERVE_ARGUMENTS = ("model", "messages", "tools", "max_tokens", "n")
-OUTPUT_CAPS = ("max_tokens", "max_completion_tokens")
-
-
 def read_body(request: Request) -> bytes:
     """The raw body, at most MAX_REQUEST_BYTES; a QuotaError-shaped 413 above that."""
     raw = request._request
@@ -151,20 +147,10 @@ class ChatCompletionsView(CallerAPIView):
     def post(self, request: Request) -> Any:
         chat = parse_chat_request(parse_body(read_body(request)))
         body = chat.params
-        call = calls.reserve(
-            request.user,
-            model=body.get("model"),
-            messages=body["messages"],
-            tools=body.get("tools"),
-            max_tokens=body.get("max_tokens"),
-            n=body.get("n"),
-            **{k: v for k, v in body.items() if k not in RESERVE_ARGUMENTS},
-        )
+        call = calls.reserve(request.user, **calls.reserve_arguments(body))
         setattr(request._request, DECISION_ATTR, call.decision)
         headers = {DOWNGRADE_HEADER: call.requested_model} if call.downgraded else {}
-        # Exactly one output cap is forwarded: the one that was sent (or max_tokens).
-        forward = {k: v for k, v in body.items() if k not in OUTPUT_CAPS}
-        forward.update({"model": call.model, call.plan.output_param: call.max_tokens})
+        forward = call.provider_request(body)
         if chat.stream:
             return self._stream(forward, call, headers)
         started = time.monotonic()

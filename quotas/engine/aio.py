@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import redis
 import redis.asyncio
@@ -23,17 +22,9 @@ from .limits import Decision, Policy, Reservation, Usage, Window
 def connect_async(url: str | None) -> Any:
     """A `redis.asyncio` client for `url` (schemes as `connect`); no URL: the embedded store."""
     if not url:
-        import fakeredis
-
-        store.embedded()  # the process's one in-memory server, shared with sync clients
-        return fakeredis.FakeAsyncRedis(server=store._embedded_server)
+        return store.embedded_async()
     scheme, _, rest = url.partition("://")
-    params = dict(parse_qsl(urlsplit(url).query))
-    options: dict[str, Any] = {}
-    if "socket_timeout" not in params:
-        options["socket_timeout"] = store.DEFAULT_TIMEOUT
-    if "socket_connect_timeout" not in params:
-        options["socket_connect_timeout"] = store.DEFAULT_TIMEOUT
+    options = store.timeouts(url)
     if scheme in ("redis+cluster", "rediss+cluster"):
         from redis.asyncio.cluster import RedisCluster
 

@@ -29,12 +29,7 @@ def connect(url: str | None) -> Any:
     if not url:
         return embedded()
     scheme, _, rest = url.partition("://")
-    params = dict(parse_qsl(urlsplit(url).query))
-    options: dict[str, Any] = {}
-    if "socket_timeout" not in params:
-        options["socket_timeout"] = DEFAULT_TIMEOUT
-    if "socket_connect_timeout" not in params:
-        options["socket_connect_timeout"] = DEFAULT_TIMEOUT
+    options = timeouts(url)
     if scheme in ("redis+cluster", "rediss+cluster"):
         from redis.cluster import RedisCluster
 
@@ -51,8 +46,30 @@ def connect(url: str | None) -> Any:
     )
 
 
+def timeouts(url: str) -> dict[str, Any]:
+    """Socket timeouts of DEFAULT_TIMEOUT seconds, unless the URL's query sets its own."""
+    params = dict(parse_qsl(urlsplit(url).query))
+    return {
+        name: DEFAULT_TIMEOUT
+        for name in ("socket_timeout", "socket_connect_timeout")
+        if name not in params
+    }
+
+
 def embedded() -> Any:
     """A client of this process's in-memory Redis-compatible store."""
+    fakeredis = _fakeredis()
+    return fakeredis.FakeRedis(server=_embedded_server)
+
+
+def embedded_async() -> Any:
+    """A `redis.asyncio` client of the same in-memory store."""
+    fakeredis = _fakeredis()
+    return fakeredis.FakeAsyncRedis(server=_embedded_server)
+
+
+def _fakeredis() -> Any:
+    """The fakeredis module, with this process's one server created."""
     global _embedded_server
     try:
         import fakeredis
@@ -63,4 +80,4 @@ def embedded() -> Any:
         ) from exc
     if _embedded_server is None:
         _embedded_server = fakeredis.FakeServer()
-    return fakeredis.FakeRedis(server=_embedded_server)
+    return fakeredis

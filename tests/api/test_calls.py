@@ -278,3 +278,21 @@ def test_areserve_refunds_on_exception_and_charges_a_forgotten_settle(make_calle
     run_in_fresh_loop(run())
 
     assert ledger(caller.user) == {"requests": 1, "prompt": 100, "completion": 0, "denied": 0}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_areserve_with_redis_down_uses_the_ledger_or_refuses(make_caller, settings) -> None:
+    caller = make_caller(requests_per_day=5, tokens_per_day=10_000)
+    settings.QUOTAS = {**settings.QUOTAS, "REDIS_URL": "redis://127.0.0.1:1/0"}
+
+    async def once():
+        async with quotas.areserve(caller.user, tokens=100) as call:
+            await call.settle(prompt_tokens=30, completion_tokens=5)
+
+    run_in_fresh_loop(once())
+    assert ledger(caller.user)["requests"] == 1  # FAIL_OPEN: budgets from the ledger
+
+    settings.QUOTAS = {**settings.QUOTAS, "FAIL_OPEN": False}
+    with pytest.raises(quotas.QuotaUnavailable):
+        run_in_fresh_loop(once())
+    assert ledger(caller.user)["requests"] == 1
