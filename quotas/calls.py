@@ -16,6 +16,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 
 from . import policy, upstream
+from .database import in_orm_thread
 from .engine import CountersUnavailable, Decision
 from .exceptions import InvalidRequest, ProviderBusy, QuotaExceeded, QuotaUnavailable
 from .fallback import serving_model
@@ -368,7 +369,7 @@ class AsyncMeteredCall:
         kwargs = dict(self._kwargs)
         asked = {name: kwargs.pop(name, None) for name in RESERVE_ARGUMENTS}
         tokens = kwargs.pop("tokens", None)
-        call, catalogue = await sync_to_async(_planned)(self._user, asked, tokens, kwargs)
+        call, catalogue = await in_orm_thread(_planned)(self._user, asked, tokens, kwargs)
         steps = _take(call, catalogue)
         reply: Any = None
         try:
@@ -379,7 +380,7 @@ class AsyncMeteredCall:
                 elif step[0] == "refund":
                     reply = await service.arefund(step[1])
                 else:
-                    reply = await sync_to_async(service.record_denial)(call.user_id, *step[1])
+                    reply = await in_orm_thread(service.record_denial)(call.user_id, *step[1])
         except StopIteration:
             pass
         except CountersUnavailable:

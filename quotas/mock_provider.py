@@ -9,7 +9,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 try:  # openai 3.x speaks httpx2; earlier versions httpx.
@@ -58,18 +58,22 @@ class MockTransport(httpx.BaseTransport):
         self._lock = threading.Lock()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        number, fail = self._take(request)
+        if fail and fail not in FAULTS:
+            return _unknown_fault(fail)
+        self._wait(request, self._latency(request))
+        return self._respond(request, number, fail)
+
+    def _take(self, request: httpx.Request) -> tuple[int, str]:
+        """(the call's number, its fault mode) for a new request."""
         with self._lock:
             self.calls += 1
             number = self.calls
         fail = os.environ.get("QUOTAS_MOCK_FAIL", "") if self.fail is None else self.fail
-        fail = _markers(request).get("fault", fail)
-        if fail and fail not in FAULTS:
-            return _error(
-                500,
-                f"Mock fault {fail!r} (QUOTAS_MOCK_FAIL) is not one of {FAULTS}.",
-                "server_error",
-            )
-        self._wait(request, self._latency(request))
+        return number, _markers(request).get("fault", fail)
+
+    def _respond(self, request: httpx.Request, number: int, fail: str) -> httpx.Response:
+        """The answer, once the latency before it has passed."""
         if fail == "timeout":
             raise httpx.ReadTimeout("mock provider: timed out", request=request)
         if fail == "500":
@@ -286,16 +290,60 @@ def _error(
     return httpx.Response(status, headers={**_JSON, **(headers or {})}, json={"error": error})
 
 
+def _unknown_fault(fail: str) -> httpx.Response:
+    return _error(
+        500, f"Mock fault {fail!r} (QUOTAS_MOCK_FAIL) is not one of {FAULTS}.", "server_error"
+    )
+
+
 class AsyncMockTransport(httpx.AsyncBaseTransport):
-    """The same mock for `openai.AsyncOpenAI`: each answer made in a thread, then sent whole."""
+    """The same mock for `openai.AsyncOpenAI`, waiting on the event loop: a stream's parts
+    are sent one by one, so thousands of slow streams need no thread each."""
 
     def __init__(self, mock: MockTransport) -> None:
         self.mock = mock
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         await request.aread()
-        response = await asyncio.to_thread(self.mock.handle_request, request)
-        content = await asyncio.to_thread(response.read)
+        number, fail = self.mock._take(request)
+        if fail and fail not in FAULTS:
+            return _unknown_fault(fail)
+        await _async_wait(request, self.mock._latency(request))
+        response = self.mock._respond(request, number, fail)
+        if isinstance(response.stream, _Body):
+            stream = _AsyncBody(response.stream)
+            return httpx.Response(
+                response.status_code, headers=response.headers, stream=stream, request=request
+            )
         return httpx.Response(
-            response.status_code, headers=response.headers, content=content, request=request
+            response.status_code, headers=response.headers, content=response.read(), request=request
         )
+
+
+async def _async_wait(request: httpx.Request, seconds: float) -> None:
+    """`MockTransport._wait` on the event loop."""
+    if seconds <= 0:
+        return
+    timeout = (request.extensions.get("timeout") or {}).get("read")
+    if timeout is not None and seconds > timeout:
+        await asyncio.sleep(timeout)
+        raise httpx.ReadTimeout("mock provider: timed out", request=request)
+    await asyncio.sleep(seconds)
+
+
+class _AsyncBody(httpx.AsyncByteStream):
+    """A `_Body` sent on the event loop."""
+
+    def __init__(self, body: _Body) -> None:
+        self.body = body
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        body = self.body
+        for i, part in enumerate(body.parts):
+            if i and body.request is not None:
+                await _async_wait(body.request, body.transport._latency(body.request))
+            yield part
+        if body.cut:
+            raise httpx.RemoteProtocolError(
+                "peer closed connection without sending complete message body (mock provider)"
+            )

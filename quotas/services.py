@@ -8,10 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from asgiref.sync import sync_to_async
-
 from . import ledger_mode
 from .conf import conf
+from .database import in_orm_thread
 from .engine import (
     CountersUnavailable,
     Decision,
@@ -232,7 +231,7 @@ class QuotaService:
         if quota.blocked:
             raise Blocked()
         if conf.ORG_SPEND_PER_MONTH is not None or ledger_mode.has_dirty():
-            return await sync_to_async(self.reserve)(
+            return await in_orm_thread(self.reserve)(
                 user_id,
                 quota,
                 model=model,
@@ -248,12 +247,12 @@ class QuotaService:
             if not conf.FAIL_OPEN:
                 raise
             logger.warning("quotas: Redis unreachable (%s); budgets enforced from the ledger", exc)
-            return await sync_to_async(self._reserve_from_ledger)(
+            return await in_orm_thread(self._reserve_from_ledger)(
                 user_id, quota, model, tokens, spend, record_denial
             )
         if not decision.allowed or decision.reservation is None:
             if record_denial:
-                await sync_to_async(self.record_denial)(user_id, decision, model)
+                await in_orm_thread(self.record_denial)(user_id, decision, model)
             return decision, None
         return decision, Grant(user_id, model, decision, decision.reservation)
 
@@ -268,7 +267,7 @@ class QuotaService:
     ) -> None:
         """`settle`: the ledger row in a worker thread, the counters on `redis.asyncio`."""
         if grant.degraded or grant.org is not None:
-            await sync_to_async(self.settle)(
+            await in_orm_thread(self.settle)(
                 grant,
                 prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens,
@@ -276,7 +275,7 @@ class QuotaService:
                 model=model,
             )
             return
-        await sync_to_async(UsageRecord.add)(
+        await in_orm_thread(UsageRecord.add)(
             grant.user_id,
             window_day(grant.reservation.day),
             model or grant.model,
@@ -295,7 +294,7 @@ class QuotaService:
 
     async def arefund(self, grant: Grant) -> None:
         if grant.degraded or grant.org is not None:
-            await sync_to_async(self.refund)(grant)
+            await in_orm_thread(self.refund)(grant)
             return
         try:
             await get_async_engine().refund(grant.reservation)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import openai
@@ -89,6 +91,9 @@ class UpstreamBusy(UpstreamRateLimited):
 _lock = threading.RLock()
 _client: openai.OpenAI | None = None
 _mock: MockTransport | None = None
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def client() -> openai.OpenAI:
@@ -145,6 +150,20 @@ def mock_async_http_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=AsyncMockTransport(mock_transport()))
 
 
+def async_client() -> openai.AsyncOpenAI:
+    """The running event loop's async SDK client for the same provider (its connections
+    belong to that loop)."""
+    loop = asyncio.get_running_loop()
+    with _lock:
+        found = _async_clients.get(loop)
+        if found is None:
+            settings = client_settings()
+            if settings.get("base_url") == MOCK_BASE_URL:
+                settings["http_client"] = mock_async_http_client()
+            found = _async_clients[loop] = openai.AsyncOpenAI(**settings)
+    return found
+
+
 def mock_transport() -> MockTransport:
     """The mock provider this process's client talks to when OPENAI_API_KEY is not set."""
     global _mock
@@ -159,6 +178,7 @@ def reset_client() -> None:
     global _client, _mock
     with _lock:
         _client = _mock = None
+        _async_clients.clear()
 
 
 # calls --------------------------------------------------------------------------------
@@ -198,6 +218,46 @@ def _chunks(stream: openai.Stream[Any]) -> Iterator[dict[str, Any]]:
         raise _translate(exc) from exc
     finally:
         stream.close()
+
+
+async def achat(params: dict[str, Any]) -> dict[str, Any]:
+    """`chat` on the running event loop."""
+    arguments = _arguments(params, stream=False)
+    try:
+        raw = await async_client().chat.completions.with_raw_response.create(**arguments)
+        answer = raw.http_response.json()
+    except (openai.APIError, ValueError) as exc:
+        raise _translate(exc) from exc
+    if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
+        raise UpstreamError(502, "The AI provider answered with something other than a completion.")
+    return answer
+
+
+async def achat_stream(params: dict[str, Any]) -> AsyncProviderStream:
+    """`chat_stream` on the running event loop."""
+    arguments = _arguments(params, stream=True)
+    try:
+        stream = await async_client().chat.completions.create(**arguments)
+    except (openai.APIError, ValueError) as exc:
+        raise _translate(exc) from exc
+    return AsyncProviderStream(stream)
+
+
+class AsyncProviderStream:
+    """A provider stream's chunks as dicts; `aclose()` closes the provider's connection."""
+
+    def __init__(self, stream: openai.AsyncStream[Any]) -> None:
+        self.stream = stream
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for chunk in self.stream:
+                yield chunk.to_dict(mode="json")
+        except (openai.APIError, ValueError) as exc:
+            raise _translate(exc) from exc
+
+    async def aclose(self) -> None:
+        await self.stream.close()
 
 
 def _arguments(params: dict[str, Any], *, stream: bool) -> dict[str, Any]:

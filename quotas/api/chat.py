@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
-from django.http import StreamingHttpResponse
+from django.http import HttpRequest, StreamingHttpResponse
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -116,9 +116,9 @@ class RequestTooLarge(InvalidRequest):
     status = 413
 
 
-def read_body(request: Request) -> bytes:
+def read_body(request: Request | HttpRequest) -> bytes:
     """The raw body, at most MAX_REQUEST_BYTES; a QuotaError-shaped 413 above that."""
-    raw = request._request
+    raw = request._request if isinstance(request, Request) else request
     limit = conf.MAX_REQUEST_BYTES
     too_big = RequestTooLarge(
         f"The request body is larger than {limit} bytes.", code="request_too_large"
@@ -204,12 +204,17 @@ class ModelsView(CallerAPIView):
     throttle_classes = [TierRateThrottle]
 
     def get(self, request: Request) -> Response:
-        quota = policy.quota_for_user(request.user)
-        catalogue = policy.model_catalogue()
-        names = [n for n in quota.allowed_models if n in catalogue] or sorted(catalogue)
-        created = int(time.time())
-        data = [
-            {"id": name, "object": "model", "created": created, "owned_by": "django-ai-quotas"}
-            for name in names
-        ]
-        return Response({"object": "list", "data": data})
+        return Response(models_list(request.user))
+
+
+def models_list(user: Any) -> dict[str, Any]:
+    """The body of GET /v1/models for `user`."""
+    quota = policy.quota_for_user(user)
+    catalogue = policy.model_catalogue()
+    names = [n for n in quota.allowed_models if n in catalogue] or sorted(catalogue)
+    created = int(time.time())
+    data = [
+        {"id": name, "object": "model", "created": created, "owned_by": "django-ai-quotas"}
+        for name in names
+    ]
+    return {"object": "list", "data": data}

@@ -18,6 +18,8 @@ from .engine import (
 )
 from .limits import Decision, Policy, Reservation, Usage, Window
 
+MAX_CONNECTIONS = 100
+
 
 def connect_async(url: str | None) -> Any:
     """A `redis.asyncio` client for `url` (schemes as `connect`); no URL: the embedded store."""
@@ -29,7 +31,12 @@ def connect_async(url: str | None) -> Any:
         from redis.asyncio.cluster import RedisCluster
 
         return RedisCluster.from_url(f"{scheme.split('+', 1)[0]}://{rest}", **options)
-    return redis.asyncio.Redis.from_url(url, **options)
+    # Requests beyond the pool's connections wait for one (up to the socket timeout)
+    # instead of failing at once: a thousand concurrent streams share them.
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url, max_connections=MAX_CONNECTIONS, timeout=store.DEFAULT_TIMEOUT, **options
+    )
+    return redis.asyncio.Redis(connection_pool=pool)
 
 
 class AsyncQuotaEngine(EngineLayout):

@@ -1,4 +1,4 @@
-"""Real processes for the system tests: our own redis-server and gunicorn app servers.
+"""Real processes for the system tests: our own redis-server, gunicorn and uvicorn app servers.
 
 They share the test database with the test process, so they need a server database
 (PostgreSQL); with SQLite's in-memory test database they are skipped.
@@ -41,11 +41,10 @@ def server_database_url(transactional_db: Any) -> str:
     return f"postgres://{user}@{host}:{port}/{settings['NAME']}"
 
 
-@pytest.fixture
-def app_servers(
-    server_database_url: str,
-) -> Iterator[Callable[..., list[str]]]:
-    """Start gunicorn app servers on loopback; returns their base URLs."""
+def _servers(
+    server_database_url: str, command: Callable[[int], list[str]]
+) -> tuple[Callable[..., list[str]], list[HTTPExecutor]]:
+    """start(redis_url, count, **env): `count` app servers on loopback; their base URLs."""
     started: list[HTTPExecutor] = []
 
     def start(redis_url: str, count: int = 2, **env: str) -> list[str]:
@@ -63,28 +62,8 @@ def app_servers(
                 PYTHONPATH=str(ROOT),
                 **env,
             )
-            command = [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "quotaproject.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "1",
-                "--threads",
-                "8",
-                "--worker-class",
-                "gthread",
-                "--timeout",
-                "30",
-                "--graceful-timeout",
-                "2",
-                "--chdir",
-                str(ROOT),
-            ]
             server = HTTPExecutor(
-                command,
+                command(port),
                 url=f"http://127.0.0.1:{port}/v1/models",
                 method="GET",
                 status=r"^[24]\d\d$",
@@ -97,6 +76,67 @@ def app_servers(
             urls.append(f"http://127.0.0.1:{port}")
         return urls
 
+    return start, started
+
+
+def _gunicorn(port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "quotaproject.wsgi:application",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "1",
+        "--threads",
+        "8",
+        "--worker-class",
+        "gthread",
+        "--timeout",
+        "30",
+        "--graceful-timeout",
+        "2",
+        "--chdir",
+        str(ROOT),
+    ]
+
+
+def _uvicorn(port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "quotaproject.asgi:application",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--no-access-log",
+        "--lifespan",
+        "off",
+        "--timeout-graceful-shutdown",
+        "2",
+        "--app-dir",
+        str(ROOT),
+    ]
+
+
+@pytest.fixture
+def app_servers(server_database_url: str) -> Iterator[Callable[..., list[str]]]:
+    """Start gunicorn (WSGI) app servers on loopback; returns their base URLs."""
+    start, started = _servers(server_database_url, _gunicorn)
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def asgi_servers(server_database_url: str) -> Iterator[Callable[..., list[str]]]:
+    """Start uvicorn (ASGI) app servers on loopback; returns their base URLs."""
+    start, started = _servers(server_database_url, _uvicorn)
     yield start
     for server in started:
         server.stop()

@@ -1,0 +1,16 @@
+"""The ASGI application: `uvicorn quotaproject.asgi:application --workers N`."""
+
+from __future__ import annotations
+
+import os
+
+from django.conf import settings
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "quotaproject.settings")
+application = get_asgi_application()
+
+if settings.DEBUG:  # `make run`: the admin's static files, as runserver serves them
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+    application = ASGIStaticFilesHandler(application)
