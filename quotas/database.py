@@ -35,9 +35,9 @@ def use_orm_threads() -> None:
     _pooled.set(True)
 
 
-def in_orm_thread(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
-    """`fn` as a coroutine function: in a pool thread if the request uses them, else
-    with `sync_to_async`."""
+def closing_connections(fn: Callable[P, R]) -> Callable[P, R]:
+    """`fn`, closing the calling thread's database connections after it (for a thread
+    outside Django's request cycle, which would never close them)."""
 
     @functools.wraps(fn)
     def closing(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -46,7 +46,13 @@ def in_orm_thread(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
         finally:
             connections.close_all()
 
-    pooled = sync_to_async(closing, thread_sensitive=False, executor=_executor)
+    return closing
+
+
+def in_orm_thread(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    """`fn` as a coroutine function: in a pool thread if the request uses them, else
+    with `sync_to_async`."""
+    pooled = sync_to_async(closing_connections(fn), thread_sensitive=False, executor=_executor)
     plain = sync_to_async(fn)
 
     async def run(*args: P.args, **kwargs: P.kwargs) -> R:

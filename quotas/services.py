@@ -10,7 +10,7 @@ from typing import Any
 
 from . import ledger_mode
 from .conf import conf
-from .database import in_orm_thread
+from .database import closing_connections, in_orm_thread
 from .engine import (
     CountersUnavailable,
     Decision,
@@ -241,6 +241,8 @@ class QuotaService:
                 watch=watch,
             )
         reservation = self._user_reservation(user_id, quota, tokens, spend, watch)
+        # The engine seeds a missing window in a worker thread of its own.
+        reservation["seeder"] = closing_connections(_seed_from_ledger)
         try:
             decision = await get_async_engine().reserve(**reservation)
         except CountersUnavailable as exc:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from asgiref.sync import async_to_sync, iscoroutinefunction
 from django.http import HttpResponse
 from django.test import RequestFactory
 from django.urls import path
@@ -78,3 +79,16 @@ def test_any_throttled_drf_view_gets_headers_on_200_and_429():
     assert denied.status_code == 429
     assert denied["x-ratelimit-remaining-requests"] == "0"
     assert int(denied["Retry-After"]) >= 1
+
+
+def test_under_asgi_it_is_async_and_adds_the_headers_too():
+    async def view(request):
+        return HttpResponse("ok")
+
+    middleware = RateLimitHeadersMiddleware(view)
+    request = RequestFactory().get("/")
+    setattr(request, DECISION_ATTR, Decision(True, None, 0.0, 0, states=(RATE,)))
+
+    assert iscoroutinefunction(middleware)
+    response = async_to_sync(middleware)(request)
+    assert response["x-ratelimit-remaining-requests"] == "4"

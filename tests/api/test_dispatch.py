@@ -1,0 +1,36 @@
+"""The /v1/ endpoints resolve to the sync DRF views under WSGI and to the async views
+under ASGI."""
+
+from __future__ import annotations
+
+from asgiref.sync import async_to_sync
+from django.urls import resolve, reverse
+
+from quotas.api import aio
+
+
+async def resolved_on_the_event_loop(path: str):
+    return resolve(path).func
+
+
+def test_wsgi_gets_the_sync_views():
+    for name in ("chat-completions", "models", "quota"):
+        view = resolve(reverse(f"quotas_v1:{name}")).func
+        assert getattr(view, "view_class", None) is not None  # a DRF APIView
+
+
+def test_asgi_gets_the_async_views():
+    found = {
+        name: async_to_sync(resolved_on_the_event_loop)(reverse(f"quotas_v1:{name}"))
+        for name in ("chat-completions", "models", "quota")
+    }
+    assert found == {
+        "chat-completions": aio.chat_completions,
+        "models": aio.models,
+        "quota": aio.quota,
+    }
+
+
+def test_the_names_reverse_as_before():
+    assert reverse("quotas_v1:chat-completions") == "/v1/chat/completions"
+    assert reverse("quotas_v1:quota") == "/v1/quota"
