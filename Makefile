@@ -24,7 +24,7 @@ run: $(STAMP)
 		echo "No OPENAI_API_KEY: the built-in mock provider is serving (answers start with [mock])."; \
 	fi
 	@echo "Serving on http://$(HOST):$(PORT)/ (admin: http://$(HOST):$(PORT)/admin/)"
-	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+	$(BIN)/python -m uvicorn quotaproject.asgi:application --host $(HOST) --port $(PORT) --lifespan off
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

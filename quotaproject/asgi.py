@@ -8,6 +8,8 @@ from django.conf import settings
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "quotaproject.settings")
+# Each ASGI request runs its sync code in a thread of its own: no persistent connections.
+os.environ.setdefault("DJANGO_CONN_MAX_AGE", "0")
 application = get_asgi_application()
 
 if settings.DEBUG:  # `make run`: the admin's static files, as runserver serves them

@@ -76,9 +76,11 @@ TEMPLATES = [
     },
 ]
 
+# Persistent connections (seconds); `asgi.py` turns them off, as Django advises under ASGI.
 DATABASES = {
     "default": dj_database_url.config(
-        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=60
+        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+        conn_max_age=int(os.environ.get("DJANGO_CONN_MAX_AGE") or 60),
     )
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
