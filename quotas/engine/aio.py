@@ -7,6 +7,7 @@ from typing import Any
 
 import redis
 import redis.asyncio
+from redis.asyncio.cluster import RedisCluster
 
 from . import store
 from .engine import (
@@ -28,8 +29,6 @@ def connect_async(url: str | None) -> Any:
     scheme, _, rest = url.partition("://")
     options = store.timeouts(url)
     if scheme in ("redis+cluster", "rediss+cluster"):
-        from redis.asyncio.cluster import RedisCluster
-
         return RedisCluster.from_url(f"{scheme.split('+', 1)[0]}://{rest}", **options)
     # Requests beyond the pool's connections wait for one (up to the socket timeout)
     # instead of failing at once: a thousand concurrent streams share them.
@@ -51,6 +50,19 @@ class AsyncQuotaEngine(EngineLayout):
         self._reserve = client.register_script(_lua("reserve.lua"))
         self._settle = client.register_script(_lua("settle.lua"))
         self._seed = client.register_script(_lua("seed.lua"))
+        self._initialized = not isinstance(client, RedisCluster)
+        self._initializing = asyncio.Lock()
+
+    async def _ready(self) -> None:
+        """Learn a cluster's slots before the first commands: commands racing the
+        client's own first discovery can fail on half-made connections."""
+        if self._initialized:
+            return
+        async with self._initializing:
+            if not self._initialized:
+                with unavailable_on_error():
+                    await self.client.initialize()
+                self._initialized = True
 
     async def reserve(
         self,
@@ -67,6 +79,7 @@ class AsyncQuotaEngine(EngineLayout):
         watch: tuple[str, ...] = (),
     ) -> Decision:
         """As `QuotaEngine.reserve`."""
+        await self._ready()
         member = self._member(lease, requests, tokens, spend)
         watched = tuple(self.key(other, "hold") for other in watch)
         steps = self._steps(
@@ -125,6 +138,7 @@ class AsyncQuotaEngine(EngineLayout):
         self, subject: str, window: Window, usage: Usage, now_us: int | None = None
     ) -> bool:
         keys, args = self._seed_call(subject, window, usage, now_us)
+        await self._ready()
         with unavailable_on_error():
             return bool(await self._seed(keys=keys, args=args))
 
@@ -138,6 +152,7 @@ class AsyncQuotaEngine(EngineLayout):
     ) -> bool:
         """As `QuotaEngine.settle`."""
         keys, args = self._settle_call(reservation, tokens, spend, requests)
+        await self._ready()
         with unavailable_on_error():
             return bool(await self._settle(keys=keys, args=args))
 

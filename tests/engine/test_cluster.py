@@ -80,3 +80,26 @@ def test_an_unreachable_cluster_means_counters_unavailable():
     # A cluster client connects at once; FAIL_OPEN needs the same error a plain client gives.
     with pytest.raises(CountersUnavailable, match="Redis Cluster cannot be connected"):
         connect("redis+cluster://127.0.0.1:1/0")
+
+
+def test_many_first_reservations_at_once_on_a_new_async_client(cluster, redis_url):
+    import asyncio
+
+    from quotas.engine.aio import AsyncQuotaEngine, connect_async
+    from tests.event_loop import run_in_fresh_loop
+
+    async def run():
+        engine = AsyncQuotaEngine(connect_async(redis_url), prefix="test")
+        try:
+            return await asyncio.gather(
+                *(
+                    engine.reserve(f"u:{i % 7}", POLICY, tokens=1, now=NOW, watch=("upstream:m",))
+                    for i in range(80)
+                ),
+                return_exceptions=True,
+            )
+        finally:
+            await engine.close()
+
+    answers = run_in_fresh_loop(run())
+    assert [a for a in answers if isinstance(a, BaseException)] == []
