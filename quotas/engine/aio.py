@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.asyncio
@@ -13,7 +13,9 @@ from . import store
 from .engine import (
     DEFAULT_LEASE_SECONDS,
     EngineLayout,
+    ReserveStep,
     Seeder,
+    SeedStep,
     _lua,
     unavailable_on_error,
 )
@@ -92,9 +94,10 @@ class AsyncQuotaEngine(EngineLayout):
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
             if step[0] == "reserve":
-                reply = await self._call_reserve(step[1], step[2], watched)
+                _, keys, args = cast(ReserveStep, step)
+                reply = await self._call_reserve(keys, args, watched)
             else:
-                window, now_us = step[1], step[2]
+                _, window, now_us = cast(SeedStep, step)
                 if seeder is None:
                     usage = Usage()
                 else:
