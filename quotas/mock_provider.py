@@ -185,13 +185,13 @@ class MockTransport(httpx.BaseTransport):
         for index in range(choices):
             deltas = [{"role": "assistant", "content": ""}] + [{"content": w} for w in words]
             for delta, last in itertools.chain(((d, None) for d in deltas), [({}, finish)]):
-                choice: dict[str, Any] = {
+                piece: dict[str, Any] = {
                     "index": index,
                     "delta": delta,
                     "logprobs": None,
                     "finish_reason": last,
                 }
-                chunks.append({"choices": [choice]})
+                chunks.append({"choices": [piece]})
         if include_usage:
             chunks = [{**c, "usage": None} for c in chunks] + [{"choices": [], "usage": usage}]
         events = [
