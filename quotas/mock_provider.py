@@ -31,7 +31,9 @@ class MockTransport(httpx.BaseTransport):
     `latency` (seconds, before an answer and between stream chunks) and `fail` (one of
     FAULTS, "" for none) default to None: read QUOTAS_MOCK_LATENCY and QUOTAS_MOCK_FAIL
     at each request. A marker in the last user message, `[mock-fault:MODE]` or
-    `[mock-latency:SECONDS]`, sets them for that request alone (for tests that drive
+    `[mock-latency:SECONDS]`, sets them for that request alone; `[mock-first:SECONDS]`
+    sets the wait before the answer alone (the time to first token) and
+    `[mock-tokens:N]` the reply's length (for tests and benchmarks that drive
     app servers in other processes).
     """
 
@@ -61,7 +63,7 @@ class MockTransport(httpx.BaseTransport):
         number, fail = self._take(request)
         if fail and fail not in FAULTS:
             return _unknown_fault(fail)
-        self._wait(request, self._latency(request))
+        self._wait(request, self._first_latency(request))
         return self._respond(request, number, fail)
 
     def _take(self, request: httpx.Request) -> tuple[int, str]:
@@ -111,6 +113,21 @@ class MockTransport(httpx.BaseTransport):
         except ValueError:
             return 0.0
 
+    def _first_latency(self, request: httpx.Request) -> float:
+        """Seconds before the answer: `[mock-first:SECONDS]`, else the latency."""
+        marked = _markers(request).get("first")
+        try:
+            return max(0.0, float(marked)) if marked is not None else self._latency(request)
+        except ValueError:
+            return self._latency(request)
+
+    def _reply_tokens(self, request: httpx.Request) -> int:
+        """Completion tokens of a reply that max_tokens does not cut short."""
+        marked = _markers(request).get("tokens")
+        if marked is not None and marked.isdigit() and 0 < int(marked) <= 10_000:
+            return int(marked)
+        return self.reply_tokens
+
     def _wait(self, request: httpx.Request, seconds: float) -> None:
         """Sleep, or time out as a real connection would when the read timeout is shorter."""
         if seconds <= 0:
@@ -138,7 +155,8 @@ class MockTransport(httpx.BaseTransport):
             return _invalid("n", "'n' must be a positive integer.")
         self.last_request = body
         model, messages = body["model"], body["messages"]
-        target = min(self.reply_tokens, limit) if limit else self.reply_tokens
+        length = self._reply_tokens(request)
+        target = min(length, limit) if limit else length
         words = reply_words(messages, model, target)
         text = "".join(words)
         completion = count_text_tokens(text, model) * choices
@@ -151,7 +169,7 @@ class MockTransport(httpx.BaseTransport):
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
         }
-        finish = "length" if target < self.reply_tokens else "stop"
+        finish = "length" if target < length else "stop"
         cut = fail == "cut"
         head = {
             "id": f"chatcmpl-mock-{number:06d}",
@@ -259,7 +277,7 @@ def _last_user_text(messages: list[Any]) -> str:
     return ""
 
 
-MARKER = re.compile(r"\[mock-(fault|latency):([\w.]+)\]")
+MARKER = re.compile(r"\[mock-(fault|latency|first|tokens):([\w.]+)\]")
 
 
 def _markers(request: httpx.Request) -> dict[str, str]:
@@ -313,7 +331,7 @@ class AsyncMockTransport(httpx.AsyncBaseTransport):
         number, fail = self.mock._take(request)
         if fail and fail not in FAULTS:
             return _unknown_fault(fail)
-        await _async_wait(request, self.mock._latency(request))
+        await _async_wait(request, self.mock._first_latency(request))
         response = self.mock._respond(request, number, fail)
         if isinstance(response.stream, _Body):
             stream = _AsyncBody(response.stream)

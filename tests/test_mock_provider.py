@@ -235,3 +235,54 @@ def test_calls_are_counted_across_threads(client: openai.OpenAI, transport: Mock
         thread.join()
 
     assert transport.calls == 80
+
+
+def test_time_to_first_token_and_reply_length_markers(
+    client: openai.OpenAI, transport: MockTransport
+) -> None:
+    asked = [
+        {"role": "user", "content": "Go on [mock-first:2] [mock-latency:0.1] [mock-tokens:50]"}
+    ]
+    stream = client.chat.completions.create(
+        model=MODEL, messages=asked, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+
+    assert chunks[-1].usage.completion_tokens == 50
+    # 2 s before the answer, then 0.1 s before each later event
+    assert transport.sleep == [2.0] + [0.1] * len(chunks)
+
+
+def test_the_async_transport_streams_part_by_part_on_the_event_loop(
+    transport: MockTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    import time
+
+    from quotas.mock_provider import AsyncMockTransport
+
+    transport.latency = 0.2
+    asked = [{"role": "user", "content": "Stream [mock-tokens:5]"}]
+
+    async def one() -> list[float]:
+        client = openai.AsyncOpenAI(
+            api_key="mock",
+            base_url="http://mock-provider.invalid/v1",
+            http_client=httpx.AsyncClient(transport=AsyncMockTransport(transport)),
+            max_retries=0,
+        )
+        seen = []
+        async for _chunk in await client.chat.completions.create(
+            model=MODEL, messages=asked, stream=True
+        ):
+            seen.append(time.monotonic())
+        return seen
+
+    async def many() -> list[list[float]]:
+        return await asyncio.gather(*(one() for _ in range(50)))
+
+    arrivals = asyncio.run(many())
+
+    assert transport.sleep == []  # nothing waited in a thread
+    # Each stream's chunks arrived one by one, not all at once at the end.
+    assert all(times[-1] - times[0] >= 0.2 * (len(times) - 2) for times in arrivals)
