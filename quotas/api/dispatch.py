@@ -27,11 +27,12 @@ class ServerModePattern(URLPattern):
 
 
 def _on_event_loop() -> bool:
+    """Whether a coroutine is running in this thread (a loop merely marked as running,
+    as Playwright's sync API leaves one, runs no task)."""
     try:
-        asyncio.get_running_loop()
+        return asyncio.current_task() is not None
     except RuntimeError:
         return False
-    return True
 
 
 def either(route: str, sync_view: Any, async_view: Any, *, name: str) -> URLPattern:

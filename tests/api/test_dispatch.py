@@ -34,3 +34,24 @@ def test_asgi_gets_the_async_views():
 def test_the_names_reverse_as_before():
     assert reverse("quotas_v1:chat-completions") == "/v1/chat/completions"
     assert reverse("quotas_v1:quota") == "/v1/quota"
+
+
+def test_a_loop_marked_running_without_a_task_still_gets_the_sync_views():
+    import asyncio
+    import threading
+
+    found = []
+
+    def in_a_thread() -> None:
+        loop = asyncio.new_event_loop()
+        asyncio._set_running_loop(loop)  # as Playwright's sync API leaves its loop
+        try:
+            found.append(resolve(reverse("quotas_v1:quota")).func)
+        finally:
+            asyncio._set_running_loop(None)
+            loop.close()
+
+    thread = threading.Thread(target=in_a_thread)
+    thread.start()
+    thread.join()
+    assert found[0] is not aio.quota
