@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 OUT = Path(__file__).resolve().parent / "results"
 PEERS = ("django", "djangorestframework", "django-redis", "limits", "django-ratelimit", "redis")
-SECTIONS = ("decision", "exactness", "memory", "e2e")
+SECTIONS = ("decision", "exactness", "memory", "e2e", "streams")
 
 # Tiny counts for a quick check that everything runs; the figures mean nothing.
 QUICK = {
@@ -23,6 +23,7 @@ QUICK = {
     "exactness": {"processes": 2, "threads": 2, "attempts": 5, "limit": 5},
     "memory": {"users": 2, "requests": 5},
     "e2e": {"requests": 40, "rounds": 2},
+    "streams": {"sizes": (5,), "first": 0.2, "chunks": 5, "seconds": 0.5},
 }
 
 
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(redis_url: str, args: argparse.Namespace) -> int:
     from quotas.engine import connect
 
-    from . import decision, e2e, exactness, memory, report, targets
+    from . import decision, e2e, exactness, memory, report, streams, targets
     from .django_env import configure
 
     configure(redis_url)
@@ -93,6 +94,7 @@ def run(redis_url: str, args: argparse.Namespace) -> int:
         return 2
     runners = {"decision": decision.run, "exactness": exactness.run, "memory": memory.run}
     runners["e2e"] = e2e.run
+    runners["streams"] = streams.run
     results: dict[str, Any] = {"meta": meta(redis_url, client), "seconds": {}}
     results["meta"]["private_redis"] = args.redis_url is None
     for section in args.only:

@@ -1,4 +1,5 @@
-"""`python -m bench.e2e_fixture`: migrate the e2e database and print a fresh API key.
+"""`python -m bench.e2e_fixture`: migrate the e2e database and print a fresh API key;
+`python -m bench.e2e_fixture ledger`: print the bench user's settled tokens in the ledger.
 
 The key's user is on a full tier (every limit set) far above what the run sends, so each
 request goes through the whole quota path and none is refused.
@@ -18,14 +19,19 @@ BENCH_TIER = {
     "tokens_per_month": 10**13,
     "spend_per_month": Decimal(1_000_000),
     "max_tokens_per_request": 4_096,
-    "max_concurrent_requests": 64,
+    "max_concurrent_requests": 10_000,
 }
 
 
 def main() -> None:
+    import sys
+
     import django
 
     django.setup()
+    if sys.argv[1:] == ["ledger"]:
+        print(ledger_tokens())
+        return
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
@@ -50,6 +56,17 @@ def main() -> None:
     UserQuota.objects.update_or_create(user=user, defaults={"tier": tier})
     _, key = APIKey.objects.create_key(user=user, name="bench")
     print(key)
+
+
+def ledger_tokens() -> int:
+    from django.db.models import Sum
+
+    from quotas.models import UsageRecord
+
+    totals = UsageRecord.objects.filter(user__username="bench").aggregate(
+        prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens")
+    )
+    return (totals["prompt"] or 0) + (totals["completion"] or 0)
 
 
 if __name__ == "__main__":

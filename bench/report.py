@@ -134,6 +134,41 @@ def _e2e(e2e: dict[str, Any]) -> list[str]:
     ]
 
 
+def _streams(streams: dict[str, Any]) -> list[str]:
+    lines = ["## 5. Concurrent slow streams", ""]
+    if "skipped" in streams:
+        return [*lines, f"Skipped: {streams['skipped']}"]
+    mock = streams["mock"]
+    table = [
+        [
+            f"{row['n']:,}",
+            streams["servers"][row["server"]],
+            f"{row['completed']:,}",
+            f"{row['errors']:,}",
+            f"{_num(row['ttft_added_p50_ms'])} / {_num(row['ttft_added_p99_ms'])}",
+            _num(row["rss_mib"]),
+            str(row.get("leases_held_after", "-")),
+            f"{row['ledger_tokens']:,} / {row['reported_tokens']:,}"
+            if "ledger_tokens" in row
+            else "-",
+        ]
+        for row in streams["rows"]
+    ]
+    head = ["N", "server", "completed", "errors", "TTFT added p50 / p99 ms", "RSS MiB"]
+    head += ["leases held after", "ledger / reported tokens"]
+    return [
+        *lines,
+        f"N streamed chat requests at once from one asyncio client; the mock provider waits "
+        f"{mock['first_token_s']:g} s before the first token, then sends {mock['chunks']} "
+        f"chunks over {mock['stream_s']:g} s. TTFT added: the time to the first event less "
+        f"the mock's own wait. RSS: the peak over the server's processes. "
+        f"{streams['database']} database. The WSGI server runs up to N = "
+        f"{streams['wsgi_limit']:,}.",
+        "",
+        *_table(head, table),
+    ]
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
     lines = [
@@ -159,6 +194,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", *_memory(results["memory"])]
     if results.get("e2e") is not None:
         lines += ["", *_e2e(results["e2e"])]
+    if results.get("streams") is not None:
+        lines += ["", *_streams(results["streams"])]
     pictures = [f"![{name}]({name}.png)" for name in results.get("plots", [])]
     if pictures:
         lines += ["", "## Plots", "", *pictures]

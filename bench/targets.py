@@ -11,6 +11,9 @@ PING_RATIO = 1.3  # our full-tier decision against a bare PING round trip
 FLAT_SPREAD = 1.2  # largest over smallest such ratio across limit sizes
 MEMORY_BYTES = 1024  # per active user, full tier
 E2E_COST_PERCENT = 10.0
+STREAMS_N = 1_000
+TTFT_RATIO = 2.0  # added time to first token, ours over the bare pass-through proxy's
+RSS_MIB = 1024
 
 
 def _row(rows: list[dict[str, Any]], key: str, name: str) -> list[dict[str, Any]]:
@@ -92,4 +95,51 @@ def check(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": met,
             }
         )
+    out += _streams(results.get("streams"))
     return out
+
+
+def _streams(streams: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The concurrent-streams targets, at N = STREAMS_N."""
+    if streams is None:
+        return []
+    rows = (
+        {}
+        if "skipped" in streams
+        else {row["server"]: row for row in streams["rows"] if row["n"] == STREAMS_N}
+    )
+    ours, floor = rows.get("uvicorn"), rows.get("passthrough")
+    if ours is None or floor is None:
+        skipped = {"measured": f"not measured at N = {STREAMS_N:,}", "met": None}
+        names = ("exact", "TTFT", "RSS")
+        return [
+            {"target": f"{STREAMS_N:,} concurrent streams: {name}", **skipped} for name in names
+        ]
+    exact = (
+        ours["errors"] == 0
+        and ours["leases_held_after"] == 0
+        and ours["ledger_tokens"] == ours["reported_tokens"]
+    )
+    ours_ms, floor_ms = ours["ttft_added_p50_ms"], floor["ttft_added_p50_ms"]
+    ratio = ours_ms / floor_ms if floor_ms > 0 else None
+    return [
+        {
+            "target": f"{STREAMS_N:,} concurrent streams under ASGI: 0 errors, every lease "
+            "released, ledger = provider-reported usage",
+            "measured": f"{ours['errors']} errors, {ours['leases_held_after']} leases held after, "
+            f"ledger {ours['ledger_tokens']:,} / reported {ours['reported_tokens']:,} tokens",
+            "met": exact,
+        },
+        {
+            "target": f"Added time to first token at {STREAMS_N:,} streams: p50 <= "
+            f"{TTFT_RATIO:g}x the bare pass-through proxy's",
+            "measured": f"{ours_ms:,.0f} ms against {floor_ms:,.0f} ms"
+            + (f" ({ratio:.2f}x)" if ratio is not None else ""),
+            "met": None if ratio is None else ratio <= TTFT_RATIO,
+        },
+        {
+            "target": f"Server RSS at {STREAMS_N:,} streams <= {RSS_MIB:,} MiB",
+            "measured": f"{ours['rss_mib']:,.0f} MiB ({streams['servers']['uvicorn']})",
+            "met": ours["rss_mib"] <= RSS_MIB,
+        },
+    ]

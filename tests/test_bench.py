@@ -13,7 +13,7 @@ pytest.importorskip("limits")
 pytest.importorskip("django_ratelimit")
 pytest.importorskip("matplotlib")
 
-from bench import decision, e2e, exactness, memory, report, targets
+from bench import decision, e2e, exactness, memory, report, streams, targets
 from bench.__main__ import meta
 from bench.limiters import NAMES, OURS, OURS_TIER, RATELIMIT_CACHE, cache_settings
 from quotas.engine import connect
@@ -78,3 +78,24 @@ def test_end_to_end_figures(bench_redis):
     assert len(result["cost_percent_rounds"]) == 2  # one paired figure per round
     low, high = result["cost_percent_rounds"]
     assert low <= result["cost_percent"] <= high
+
+
+@pytest.mark.slow
+def test_concurrent_streams_figures(bench_redis, tmp_path):
+    result = streams.run(bench_redis, sizes=(4,), first=0.2, chunks=4, seconds=0.4, log=quiet)
+    if "skipped" in result:
+        pytest.skip(f"streams bench skipped: {result['skipped'][:300]}")
+
+    rows = {row["server"]: row for row in result["rows"]}
+    assert set(rows) == {"uvicorn", "gunicorn", "passthrough"}
+    assert all(row["completed"] == 4 and row["errors"] == 0 for row in rows.values())
+    assert all(row["rss_mib"] > 0 for row in rows.values())
+    for server in ("uvicorn", "gunicorn"):
+        assert rows[server]["leases_held_after"] == 0
+        assert rows[server]["ledger_tokens"] == rows[server]["reported_tokens"] > 0
+    results = {"meta": {"command": "-", "date": "-", "machine": "-", "redis": "-"}}
+    results["meta"].update(redis_url="-", load_before="-", load_after="-", versions="-")
+    results["streams"] = result
+    results["targets"] = targets.check(results)
+    report.write(results, tmp_path)
+    assert "Concurrent slow streams" in (tmp_path / "results.md").read_text()

@@ -3,7 +3,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from asgiref.sync import async_to_sync, iscoroutinefunction
+from asgiref.sync import iscoroutinefunction
 from django.http import HttpResponse
 from django.test import RequestFactory
 from django.urls import path
@@ -16,6 +16,7 @@ from quotas.engine import Decision, LimitState
 from quotas.middleware import RateLimitHeadersMiddleware
 from quotas.models import Tier
 from quotas.throttling import DECISION_ATTR, TierRateThrottle
+from tests.event_loop import run_in_fresh_loop
 
 RATE = LimitState("requests_per_minute", "rr", limit=5, used=1, remaining=4, reset_after=12)
 
@@ -90,5 +91,5 @@ def test_under_asgi_it_is_async_and_adds_the_headers_too():
     setattr(request, DECISION_ATTR, Decision(True, None, 0.0, 0, states=(RATE,)))
 
     assert iscoroutinefunction(middleware)
-    response = async_to_sync(middleware)(request)
+    response = run_in_fresh_loop(middleware(request))
     assert response["x-ratelimit-remaining-requests"] == "4"

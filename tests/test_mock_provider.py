@@ -7,6 +7,7 @@ import pytest
 
 from quotas.mock_provider import FINGERPRINT, MODELS, MockTransport, httpx
 from quotas.tokens import count_prompt_tokens, count_text_tokens
+from tests.event_loop import run_in_fresh_loop
 
 MODEL = "gpt-4o-mini"
 MESSAGES = [
@@ -281,7 +282,7 @@ def test_the_async_transport_streams_part_by_part_on_the_event_loop(
     async def many() -> list[list[float]]:
         return await asyncio.gather(*(one() for _ in range(50)))
 
-    arrivals = asyncio.run(many())
+    arrivals = run_in_fresh_loop(many())
 
     assert transport.sleep == []  # nothing waited in a thread
     # Each stream's chunks arrived one by one, not all at once at the end.

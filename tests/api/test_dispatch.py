@@ -3,10 +3,10 @@ under ASGI."""
 
 from __future__ import annotations
 
-from asgiref.sync import async_to_sync
 from django.urls import resolve, reverse
 
 from quotas.api import aio
+from tests.event_loop import run_in_fresh_loop
 
 
 async def resolved_on_the_event_loop(path: str):
@@ -21,7 +21,7 @@ def test_wsgi_gets_the_sync_views():
 
 def test_asgi_gets_the_async_views():
     found = {
-        name: async_to_sync(resolved_on_the_event_loop)(reverse(f"quotas_v1:{name}"))
+        name: run_in_fresh_loop(resolved_on_the_event_loop(reverse(f"quotas_v1:{name}")))
         for name in ("chat-completions", "models", "quota")
     }
     assert found == {

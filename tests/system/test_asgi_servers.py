@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from quotas.tokens import count_prompt_tokens, count_text_tokens
+from tests.event_loop import run_in_fresh_loop
 
 from ..api.conftest import ledger
 from .conftest import _free_port
@@ -65,7 +66,7 @@ def test_the_async_sdk_client_streams_and_is_charged_the_reported_usage(
             reply = await client.chat.completions.create(**_body("Answer at once"), max_tokens=5)
         return chunks, models, reply
 
-    chunks, models, reply = asyncio.run(run())
+    chunks, models, reply = run_in_fresh_loop(run())
 
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.startswith("[mock]")
@@ -138,7 +139,7 @@ def test_200_slow_streams_at_once_complete_and_the_201st_is_refused(
             results = await asyncio.gather(*streams)
             return results, extra.status_code, extra.json()
 
-    results, extra_status, extra_body = asyncio.run(run())
+    results, extra_status, extra_body = run_in_fresh_loop(run())
 
     assert extra_status == 429
     assert extra_body["error"]["code"] == "rate_limit_exceeded"
@@ -171,7 +172,7 @@ def test_a_client_that_hangs_up_frees_its_slot_at_once_and_pays_what_it_got(
                     break
         return lines
 
-    lines = asyncio.run(hang_up())
+    lines = run_in_fresh_loop(hang_up())
     hung_up = time.monotonic()
 
     used = None
@@ -207,7 +208,7 @@ def test_token_budget_holds_across_two_asgi_servers(real_redis, asgi_servers, ti
             )
         return [a.status_code for a in answers]
 
-    statuses = asyncio.run(run())
+    statuses = run_in_fresh_loop(run())
 
     spent = ledger(user)
     print(f"\n80 requests over 2 uvicorn servers: {statuses.count(200)} served, {spent}")
@@ -232,7 +233,7 @@ def test_redis_down_never_500_and_budgets_come_from_the_ledger(asgi_servers, tie
             answers.append(await client.get("/v1/models", headers=auth))
         return [a.status_code for a in answers]
 
-    statuses = asyncio.run(run())
+    statuses = run_in_fresh_loop(run())
 
     spent = ledger(user)
     assert 500 not in statuses
