@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 import psutil
 
-from quotas.mock_provider import httpx
+from quotas.mock_provider import httpx, reply_words
 
 from .decision import percentile
 from .e2e import ROOT, Skip, environment, prepare
@@ -45,6 +45,7 @@ WORKERS = 2
 WSGI = {"workers": 3, "threads": 8}
 
 KINDS = ("uvicorn", "gunicorn", "passthrough")
+MODEL = "gpt-4o-mini"
 
 R = TypeVar("R")
 
@@ -97,18 +98,30 @@ def server(kind: str, env: dict[str, str], log: Path) -> Iterator[tuple[int, int
                 process.wait(timeout=5)
 
 
+PROMPT = "Please stream a long answer to this benchmark now"  # 8 words the mock echoes
+
+
 def body(first: float, gap: float, chunks: int) -> dict[str, Any]:
-    """A streamed request the mock answers after `first` s with `chunks` tokens, `gap` s
-    apart."""
-    markers = f"[mock-first:{first}] [mock-latency:{gap}] [mock-tokens:{chunks}]"
-    content = f"Stream to the bench {markers}"
+    """A streamed request the mock answers after `first` s with `chunks` content chunks,
+    `gap` s apart."""
+    tokens = _tokens_for(chunks)
+    markers = f"[mock-first:{first}] [mock-latency:{gap}] [mock-tokens:{tokens}]"
     return {
-        "model": "gpt-4o-mini",
-        "messages": [{"role": "user", "content": content}],
-        "max_tokens": chunks,
+        "model": MODEL,
+        "messages": [{"role": "user", "content": f"{PROMPT} {markers}"}],
+        "max_tokens": tokens,
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+
+
+def _tokens_for(chunks: int) -> int:
+    """The reply length in tokens that the mock sends as `chunks` content chunks."""
+    messages = [{"role": "user", "content": PROMPT}]
+    tokens = chunks
+    while len(reply_words(messages, MODEL, tokens)) < chunks:
+        tokens += 1
+    return tokens
 
 
 async def _streams(port: int, key: str, n: int, request: dict[str, Any]) -> list[dict[str, Any]]:

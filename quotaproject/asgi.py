@@ -8,8 +8,9 @@ from django.conf import settings
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "quotaproject.settings")
-# Each ASGI request runs its sync code in a thread of its own: no persistent connections.
-os.environ.setdefault("DJANGO_CONN_MAX_AGE", "0")
+# Each ASGI request runs its sync code in a thread of its own: no persistent connections,
+# but Django's connection pool on PostgreSQL.
+os.environ.setdefault("DJANGO_DB_POOL", "1")
 application = get_asgi_application()
 
 if settings.DEBUG:  # `make run`: the admin's static files, as runserver serves them

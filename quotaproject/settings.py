@@ -76,13 +76,18 @@ TEMPLATES = [
     },
 ]
 
-# Persistent connections (seconds); `asgi.py` turns them off, as Django advises under ASGI.
+# Persistent connections (seconds), or on PostgreSQL Django's connection pool instead
+# (DJANGO_DB_POOL=1): `asgi.py` chooses the pool, as Django advises under ASGI.
 DATABASES = {
     "default": dj_database_url.config(
         default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
         conn_max_age=int(os.environ.get("DJANGO_CONN_MAX_AGE") or 60),
     )
 }
+if _flag("DJANGO_DB_POOL", False):
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 2, "max_size": 16}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL") or None

@@ -237,10 +237,15 @@ class _Body(httpx.SyncByteStream):
     ) -> None:
         self.transport, self.parts, self.cut, self.request = transport, parts, cut, request
 
+    def gap(self) -> float:
+        """Seconds between parts (read once per response)."""
+        return 0.0 if self.request is None else self.transport._latency(self.request)
+
     def __iter__(self) -> Iterator[bytes]:
+        gap = self.gap()
         for i, part in enumerate(self.parts):
             if i and self.request is not None:
-                self.transport._wait(self.request, self.transport._latency(self.request))
+                self.transport._wait(self.request, gap)
             yield part
         if self.cut:
             raise httpx.RemoteProtocolError(
@@ -362,9 +367,10 @@ class _AsyncBody(httpx.AsyncByteStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         body = self.body
+        gap = body.gap()
         for i, part in enumerate(body.parts):
             if i and body.request is not None:
-                await _async_wait(body.request, body.transport._latency(body.request))
+                await _async_wait(body.request, gap)
             yield part
         if body.cut:
             raise httpx.RemoteProtocolError(

@@ -22,6 +22,7 @@ from .engine import (
 from .limits import Decision, Policy, Reservation, Usage, Window
 
 MAX_CONNECTIONS = 100
+POOL_WAIT_SECONDS = 10.0
 
 
 def connect_async(url: str | None) -> Any:
@@ -32,10 +33,10 @@ def connect_async(url: str | None) -> Any:
     options = store.timeouts(url)
     if scheme in ("redis+cluster", "rediss+cluster"):
         return RedisCluster.from_url(f"{scheme.split('+', 1)[0]}://{rest}", **options)
-    # Requests beyond the pool's connections wait for one (up to the socket timeout)
-    # instead of failing at once: a thousand concurrent streams share them.
+    # Requests beyond the pool's connections wait for one instead of failing at once: a
+    # thousand concurrent streams share them. (A Redis that is down fails at connect.)
     pool = redis.asyncio.BlockingConnectionPool.from_url(
-        url, max_connections=MAX_CONNECTIONS, timeout=store.DEFAULT_TIMEOUT, **options
+        url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_SECONDS, **options
     )
     return redis.asyncio.Redis(connection_pool=pool)
 
