@@ -14,7 +14,7 @@ from .engine.engine import unavailable_on_error
 from .engine_factory import get_engine
 from .ledger import ledger_usage, window_day
 from .models import QuotaAdjustment
-from .services import user_subject
+from .subjects import user_subject
 
 logger = logging.getLogger("quotas")
 

@@ -4,8 +4,8 @@ Slower than Redis (a row lock and a few queries per request) but money stays gua
 each user's reservations are serialised on their user row, the worst case is written to
 the ledger at once, and settling moves it to the real usage. Request rates and
 concurrency are not enforced here; `QUOTAS["FAIL_OPEN"]` decides whether those pass.
-When Redis answers again, the counters of every user served this way are dropped so they
-are re-seeded from the ledger.
+When Redis answers again, the counters of every user served this way are corrected to the
+ledger plus their reservations in flight (see `QuotaService.recover`).
 """
 
 from __future__ import annotations

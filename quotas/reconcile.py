@@ -1,7 +1,7 @@
 """Reconciliation: each user's Redis window counters against the ledger, and their repair.
 
 Redis is consistent when a window's counters equal the ledger's totals plus what the
-reservations still in flight (unexpired leases) took from that window.
+reservations still in flight (leases not yet settled) took from that window.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from django.contrib.auth import get_user_model
 from .conf import conf
 from .engine import Policy, QuotaEngine, Usage, Window, current_windows
 from .ledger import ledger_usage, window_days
-from .services import user_subject
+from .subjects import user_subject
 
 FIELDS = ("requests", "tokens", "spend")
 HASH_FIELDS = ("r", "t", "s")  # the window hash's field for each of FIELDS
@@ -61,7 +61,7 @@ def users_to_check(now_us: int, username: str | None = None) -> Any:
 
 
 def in_flight(leases: Iterable[tuple[Any, float]], window: Window, lease_us: int) -> Usage:
-    """What the unexpired leases (member, expiry in us) hold in `window`.
+    """What the leases not yet settled (member, expiry in us) hold in `window`.
 
     A lease member is "id:requests:tokens:spend"; a reservation was charged to the window
     of its start, its expiry less the lease duration.
@@ -101,12 +101,17 @@ def check_user(
         if decision.day is None or decision.month is None:  # pragma: no cover - always set
             raise RuntimeError("The engine did not say which windows are current.")
         windows = (decision.day, decision.month)
-        ledgers = [ledger_usage(user_id, w) for w in windows]
         keys = [engine.window_key(subject, w) for w in windows]
         lease_key = engine.key(subject, "lease")
         with engine.client.pipeline(transaction=True) as pipe:
             pipe.watch(lease_key, *keys)
-            leases = pipe.zrangebyscore(lease_key, f"({decision.now_us}", "+inf", withscores=True)
+            # The ledger is read once the counters are watched: a settlement writes the
+            # ledger before it releases its lease, so one that lands in between is either
+            # in both readings (counted twice, never missed) or makes the repair retry.
+            ledgers = [ledger_usage(user_id, w) for w in windows]
+            # Every lease still in the set counts: the window holds its reservation until
+            # it is settled, expired or not (a late settlement still finds it).
+            leases = pipe.zrange(lease_key, 0, -1, withscores=True)
             counters = [pipe.hgetall(key) for key in keys]
             if not all(counters):
                 continue  # expired or flushed since the peek: seed it again

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -21,26 +20,22 @@ from .engine import (
     Reservation,
     Usage,
     Window,
-    windows_around,
 )
 from .engine import limits as codes
+from .engine.engine import unavailable_on_error
 from .engine_factory import get_async_engine, get_engine
 from .ledger import ledger_usage, window_day
 from .models import UsageRecord
 from .policy import Quota, from_micros, to_micros
+from .reconcile import check_user
+from .subjects import ORG_SUBJECT, user_subject
 from .upstream import UpstreamLimiter
 
 logger = logging.getLogger("quotas")
 
-ORG_SUBJECT = "org"
-
 
 class Blocked(Exception):
     """The user's quota is blocked by staff."""
-
-
-def user_subject(user_id: int) -> str:
-    return f"u:{user_id}"
 
 
 def _seed_from_ledger(subject: str, window: Window) -> Usage:
@@ -382,20 +377,30 @@ class QuotaService:
         UpstreamLimiter(self.engine).backoff(model, seconds)
 
     def recover(self) -> None:
-        """After an outage, drop the counters of users served from the ledger meanwhile,
-        so their next request re-seeds them."""
+        """After an outage, bring the counters of users served from the ledger meanwhile
+        back to the ledger plus what their reservations in flight hold.
+
+        The counters are corrected in place, never dropped: another app server may
+        already be reserving against them, and a dropped counter would forget those
+        reservations. A user whose counters kept changing is tried again later.
+        """
         if not ledger_mode.has_dirty():
             return
         users = ledger_mode.take_dirty()
-        days, months = windows_around(int(time.time() * 1_000_000), conf.TIME_ZONE)
+        pending = set(users)
         try:
             for user_id in users:
-                self.engine.drop_windows(user_subject(user_id), (*days, *months))
-        except CountersUnavailable:
-            for user_id in users:
+                with unavailable_on_error():
+                    checks = check_user(self.engine, user_id, "", fix=True)
+                if all(check.fixed or not check.drifted for check in checks):
+                    pending.discard(user_id)
+        finally:
+            for user_id in pending:
                 ledger_mode.mark_dirty(user_id)
-            raise
-        logger.info("quotas: Redis is back; %d users re-seed from the ledger", len(users))
+        logger.info(
+            "quotas: Redis is back; counters of %d users checked against the ledger",
+            len(users) - len(pending),
+        )
 
     def record_denial(self, user_id: int, decision: Decision, model: str) -> None:
         day = window_day(decision.day) if decision.day else None

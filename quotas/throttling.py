@@ -13,7 +13,8 @@ from . import policy
 from .conf import conf
 from .engine import CountersUnavailable, Decision
 from .headers import retry_after_seconds
-from .services import QuotaService, service, user_subject
+from .services import QuotaService, service
+from .subjects import user_subject
 
 logger = logging.getLogger("quotas")
 

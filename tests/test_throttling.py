@@ -17,7 +17,8 @@ from quotas.engine import QuotaEngine, connect
 from quotas.engine_factory import reset_engines
 from quotas.models import Tier, UserQuota
 from quotas.policy import Quota, quota_for_user
-from quotas.services import QuotaService, service, user_subject
+from quotas.services import QuotaService, service
+from quotas.subjects import user_subject
 from quotas.throttling import TierRateThrottle, client_ip, ip_subject
 
 

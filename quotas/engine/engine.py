@@ -504,13 +504,6 @@ class QuotaEngine(EngineLayout):
             ms = int(self.client.pttl(self.key(subject, "hold")))
         return max(ms, 0) / 1000
 
-    def drop_windows(self, subject: str, windows: tuple[Window, ...]) -> int:
-        """Delete window counters so the next decision re-seeds them from the ledger."""
-        if not windows:
-            return 0
-        with unavailable_on_error():
-            return int(self.client.delete(*(self.window_key(subject, w) for w in windows)))
-
     # settlement -----------------------------------------------------------------------
 
     def settle(
