@@ -16,7 +16,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 
 from . import policy, upstream
-from .engine import CountersUnavailable, Decision
+from .engine import CountersUnavailable, Decision, Usage
 from .exceptions import InvalidRequest, ProviderBusy, QuotaExceeded, QuotaUnavailable
 from .fallback import serving_model
 from .headers import rate_limit_headers
@@ -309,7 +309,7 @@ def _take(call: MeteredCall, catalogue: dict[str, AIModel]) -> Generator[TakeSte
     fallback = catalogue.get(quota.fallback_model or "")
     can_degrade = bool(quota.degrade_at_percent and fallback and fallback != plan.model)
     decision, grant = yield attempt(plan.model, record_denial=not can_degrade)
-    charged = {"dt": plan.worst_tokens, "dr": 1, "ms": call.spend}
+    charged = Usage(requests=1, tokens=plan.worst_tokens, spend=call.spend)
     if can_degrade and fallback is not None:
         if serving_model(quota, plan.model.name, decision, charged) != plan.model.name:
             # Running low: give this back and take the cheaper fallback's price instead.

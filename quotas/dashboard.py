@@ -14,7 +14,10 @@ from django.db.models import F, Q, Sum
 from . import ledger, services
 from .charts import Chart, bar_chart, usd
 from .engine import CountersUnavailable, Decision
-from .policy import from_micros, quota_for_user
+from .engine.limits import DAY_SPEND
+from .limit_kinds import BY_FIELD, LimitKind
+from .money import from_micros
+from .policy import quota_for_user
 
 NEAR_PERCENT = 80
 PER_PAGE = 50
@@ -22,15 +25,17 @@ ALERT_SCAN = 200  # users with usage this month whose live counters are checked 
 TOP = 10
 HISTORY_DAYS = 30
 
-# (limit name, label, limit code, where the figure is when there is no limit)
+# Spend today has no limit kind (yet): the meter shows the figure alone.
+SPEND_TODAY = LimitKind("spend_today", DAY_SPEND, "Spend today", "USD")
+# The users table's columns, in order.
 METERS = (
-    ("requests_per_day", "Requests today", "dr", ("day", "requests")),
-    ("tokens_per_day", "Tokens today", "dt", ("day", "tokens")),
-    ("spend_today", "Spend today", "", ("day", "spend")),
-    ("tokens_per_month", "Tokens this month", "mt", ("month", "tokens")),
-    ("spend_per_month", "Spend this month", "ms", ("month", "spend")),
-    ("requests_per_minute", "Rate (burst)", "rr", None),
-    ("max_concurrent_requests", "In flight", "cc", None),
+    BY_FIELD["requests_per_day"],
+    BY_FIELD["tokens_per_day"],
+    SPEND_TODAY,
+    BY_FIELD["tokens_per_month"],
+    BY_FIELD["spend_per_month"],
+    BY_FIELD["requests_per_minute"],
+    BY_FIELD["max_concurrent_requests"],
 )
 
 
@@ -64,17 +69,15 @@ def _meter(name: str, label: str, is_money: bool, used: int | None, limit: int |
 
 def meters(decision: Decision) -> list[Meter]:
     out = []
-    for name, label, code, fallback in METERS:
-        state = decision.state(code) if code else None
-        is_money = name.startswith("spend")
+    for kind in METERS:
+        state = next((s for s in decision.states if s.name == kind.field), None)
         if state is not None:
-            out.append(_meter(name, label, is_money, state.used, state.limit))
-        elif fallback is not None:
-            period, figure = fallback
-            usage = decision.day_usage if period == "day" else decision.month_usage
-            out.append(_meter(name, label, is_money, getattr(usage, figure), None))
+            out.append(_meter(kind.field, kind.label, kind.is_money, state.used, state.limit))
+        elif kind.is_budget:
+            usage = decision.day_usage if kind.period == "day" else decision.month_usage
+            out.append(_meter(kind.field, kind.label, kind.is_money, kind.amount_of(usage), None))
         else:
-            out.append(_meter(name, label, False, None, None))
+            out.append(_meter(kind.field, kind.label, False, None, None))
     return out
 
 
@@ -222,7 +225,7 @@ def dashboard(page_number: Any = 1, search: str = "") -> dict[str, Any]:
         "alerts": alerts,
         "page": page,
         "rows": rows,
-        "columns": [label for _, label, _, _ in METERS],
+        "columns": [kind.label for kind in METERS],
         "search": search,
         "top_spenders": top,
         "denied": denied,

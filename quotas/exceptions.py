@@ -6,12 +6,10 @@ import math
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from .limit_kinds import kind_of
+
 if TYPE_CHECKING:
     from .engine import Decision
-
-
-# Limit codes that are rates (retry soon), not budgets.
-RATE_CODES = ("rr", "rt", "cc")
 
 
 class QuotaError(Exception):
@@ -52,9 +50,10 @@ class QuotaExceeded(QuotaError):
         name = decision.denied_by or "a limit"
         state = next((s for s in decision.states if s.name == name), None)
         wait = max(1, math.ceil(decision.retry_after))
-        is_rate = state is None or state.code in RATE_CODES
+        kind = None if state is None else kind_of(state.name, state.code)
+        is_rate = kind is None or kind.is_rate
         code = "rate_limit_exceeded" if is_rate else "insufficient_quota"
-        if state is not None and state.code == "cc":
+        if state is not None and kind is not None and kind.period == "in_flight":
             message = (
                 f"Too many concurrent requests: your limit {name} is {state.limit}. "
                 f"Retry after {wait} s."
@@ -63,7 +62,7 @@ class QuotaExceeded(QuotaError):
             message = f"Rate limit reached for {name}. Retry after {wait} s."
         else:
             limit: object = state.limit if state else "?"
-            if state is not None and state.code[1] == "s":
+            if state is not None and kind is not None and kind.is_money:
                 limit = f"${int(state.limit) / 1_000_000:.2f}"
             message = (
                 f"You exceeded your quota: {name} ({limit}) is used up. It resets in {wait} s."

@@ -6,8 +6,7 @@ import math
 from typing import Any
 
 from .engine import Decision, LimitState
-
-WINDOW_SECONDS = {"r": 60, "d": 86_400, "m": 2_592_000, "c": 0}
+from .limit_kinds import kind_of
 
 
 def _duration(seconds: float) -> str:
@@ -28,20 +27,21 @@ def _tightest(states: list[LimitState]) -> LimitState | None:
 
 def rate_limit_headers(decision: Decision) -> dict[str, str]:
     headers: dict[str, str] = {}
-    counted = [s for s in decision.states if s.code != "cc"]
+    kinds = {state: kind_of(state.name, state.code) for state in decision.states}
+    counted = [s for s in decision.states if kinds[s].period != "in_flight"]
     if counted:
         headers["RateLimit-Policy"] = ", ".join(
-            f'"{s.name}";q={s.limit};w={WINDOW_SECONDS[s.code[0]]}' for s in counted
+            f'"{s.name}";q={s.limit};w={kinds[s].window_seconds}' for s in counted
         )
         headers["RateLimit"] = ", ".join(
             f'"{s.name}";r={s.remaining};t={math.ceil(s.reset_after)}' for s in counted
         )
-    requests = _tightest([s for s in counted if s.code[1] == "r"])
+    requests = _tightest([s for s in counted if kinds[s].resource == "requests"])
     if requests is not None:
         headers["x-ratelimit-limit-requests"] = str(requests.limit)
         headers["x-ratelimit-remaining-requests"] = str(requests.remaining)
         headers["x-ratelimit-reset-requests"] = _duration(requests.reset_after)
-    tokens = _tightest([s for s in counted if s.code[1] == "t"])
+    tokens = _tightest([s for s in counted if kinds[s].resource == "tokens"])
     if tokens is not None:
         headers["x-ratelimit-limit-tokens"] = str(tokens.limit)
         headers["x-ratelimit-remaining-tokens"] = str(tokens.remaining)

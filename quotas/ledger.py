@@ -12,7 +12,7 @@ from django.db.models import F, Sum
 from .conf import conf
 from .engine import Usage, Window, current_windows
 from .models import QuotaAdjustment, UsageRecord
-from .policy import to_micros
+from .money import to_micros
 
 
 def window_day(window: Window) -> date:

@@ -16,10 +16,12 @@ import time
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from .engine import Decision, LimitState, Reservation, current_windows
+from .engine import Decision, LimitState, Reservation, Usage, current_windows
 from .ledger import ledger_usage, window_day
+from .limit_kinds import BUDGETS, ORG_SPEND_PER_MONTH
 from .models import UsageRecord
-from .policy import Quota, from_micros, to_micros
+from .money import from_micros
+from .policy import Quota
 
 _dirty_lock = threading.Lock()
 _dirty_users: set[int] = set()
@@ -64,23 +66,25 @@ def reserve_from_ledger(
         list(get_user_model().objects.select_for_update().filter(pk=user_id).values("pk"))
         used_day = ledger_usage(user_id, day)
         used_month = ledger_usage(user_id, month)
-        spend_cap = None if quota.spend_per_month is None else to_micros(quota.spend_per_month)
+        ask = Usage(requests=1, tokens=tokens, spend=spend)
         checks = [
-            ("requests_per_day", "dr", quota.requests_per_day, used_day.requests, 1, day),
-            ("tokens_per_day", "dt", quota.tokens_per_day, used_day.tokens, tokens, day),
-            ("tokens_per_month", "mt", quota.tokens_per_month, used_month.tokens, tokens, month),
-            ("spend_per_month", "ms", spend_cap, used_month.spend, spend, month),
+            (kind, getattr(quota, kind.field), used_day if kind.period == "day" else used_month)
+            for kind in BUDGETS
         ]
         if org_cap is not None:
-            org_used = ledger_usage(None, month).spend
-            checks.append(("org_spend_per_month", "ms", org_cap, org_used, spend, month))
-        for name, code, limit, used, ask, window in checks:
-            if limit is None:
+            checks.append((ORG_SPEND_PER_MONTH, from_micros(org_cap), ledger_usage(None, month)))
+        for kind, value, used_in in checks:
+            if value is None:
                 continue
+            limit = kind.engine_amount(value)
+            used, asked = kind.amount_of(used_in), kind.amount_of(ask)
+            window = day if kind.period == "day" else month
             reset = (window.end_us - now_us) / 1_000_000
-            states.append(LimitState(name, code, limit, used, max(0, limit - used - ask), reset))
-            if used + ask > limit and (denied is None or reset > denied[1]):
-                denied = (name, reset)
+            states.append(
+                LimitState(kind.field, kind.code, limit, used, max(0, limit - used - asked), reset)
+            )
+            if used + asked > limit and (denied is None or reset > denied[1]):
+                denied = (kind.field, reset)
         day_date = window_day(day)
         if denied is None:
             UsageRecord.add(

@@ -14,19 +14,20 @@ from django.db import IntegrityError, connections, models, router, transaction
 from django.db.models import F
 from rest_framework_api_key.models import AbstractAPIKey, BaseAPIKeyManager
 
+from .limit_kinds import KINDS
+
 MONEY: dict[str, Any] = {"max_digits": 14, "decimal_places": 6}
 NON_NEGATIVE = [MinValueValidator(0)]
 
-# Numeric limits a tier sets and a user quota may override. Empty means unlimited.
+# Numeric limits a tier sets and a user quota may override. Empty means unlimited. Each
+# limit kind has its field (a rate with its burst after it), then the per-request cap.
 LIMIT_FIELDS = (
-    "requests_per_minute",
-    "burst",
-    "requests_per_day",
-    "tokens_per_day",
-    "tokens_per_month",
-    "spend_per_month",
+    *(
+        f
+        for kind in KINDS
+        for f in ((kind.field, "burst") if kind.period == "rate" else (kind.field,))
+    ),
     "max_tokens_per_request",
-    "max_concurrent_requests",
 )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from . import policy
 from .conf import conf
 from .exceptions import InvalidRequest, QuotaBlocked
+from .limit_kinds import BUDGETS
 from .models import AIModel
 from .tokens import count_prompt_tokens
 
@@ -139,8 +140,9 @@ def plan_call(
     else:
         prompt = estimate_prompt(chosen.name, messages, tools, params)
         worst = prompt + cap * n
-    for name in ("tokens_per_day", "tokens_per_month"):
-        budget = getattr(quota, name)
+    for kind in BUDGETS:
+        name = kind.field
+        budget = getattr(quota, name) if kind.resource == "tokens" else None
         if budget is not None and worst > budget:
             raise InvalidRequest(
                 f"This request needs up to {worst} tokens ({prompt} prompt + "

@@ -12,8 +12,7 @@ from typing import Any
 
 from .conf import conf
 from .engine import Limit, Policy
-from .engine import limits as codes
-from .engine_factory import get_engine
+from .limit_kinds import KINDS
 from .models import LIMIT_FIELDS, AIModel, Tier, UserQuota
 
 logger = logging.getLogger("quotas")
@@ -40,36 +39,16 @@ class Quota:
     degrade_at_percent: int | None = None
 
     def limits(self, *, budgets: bool = True) -> tuple[Limit, ...]:
-        """The engine limits; `budgets=False` keeps only the request limits."""
+        """The engine limits; `budgets=False` keeps only those charged on every request."""
         out: list[Limit] = []
-        if self.requests_per_minute:
-            out.append(
-                Limit(
-                    "requests_per_minute",
-                    codes.RATE_REQUESTS,
-                    self.requests_per_minute,
-                    burst=self.burst,
-                )
-            )
-        if self.requests_per_day is not None:
-            out.append(Limit("requests_per_day", codes.DAY_REQUESTS, self.requests_per_day))
-        if budgets:
-            if self.tokens_per_day is not None:
-                out.append(Limit("tokens_per_day", codes.DAY_TOKENS, self.tokens_per_day))
-            if self.tokens_per_month is not None:
-                out.append(Limit("tokens_per_month", codes.MONTH_TOKENS, self.tokens_per_month))
-            if self.spend_per_month is not None:
-                out.append(
-                    Limit("spend_per_month", codes.MONTH_SPEND, to_micros(self.spend_per_month))
-                )
-            if self.max_concurrent_requests is not None:
-                out.append(
-                    Limit(
-                        "max_concurrent_requests",
-                        codes.CONCURRENCY,
-                        self.max_concurrent_requests,
-                    )
-                )
+        for kind in KINDS:
+            value = getattr(self, kind.field)
+            if value is None or (kind.period == "rate" and not value):
+                continue  # unlimited (a rate of 0 too: it could never pass)
+            if not budgets and not kind.every_request:
+                continue
+            burst = self.burst if kind.period == "rate" else None
+            out.append(Limit(kind.field, kind.code, kind.engine_amount(value), burst=burst))
         return tuple(out)
 
     def policy(self, *, budgets: bool = True, track_usage: bool = True) -> Policy:
@@ -86,15 +65,6 @@ class Quota:
                 rehydrate=track_usage,
             )
         return policy
-
-
-def to_micros(usd: Decimal | int) -> int:
-    """USD to whole micro-USD, rounded up."""
-    return int((Decimal(usd) * 1_000_000).to_integral_value(rounding="ROUND_CEILING"))
-
-
-def from_micros(micros: int) -> Decimal:
-    return (Decimal(micros) / 1_000_000).quantize(Decimal("0.000001"))
 
 
 def quota_from_tier(tier: Tier | None, override: UserQuota | None = None) -> Quota:
@@ -125,6 +95,13 @@ def default_tier() -> Tier | None:
     return Tier.objects.filter(is_default=True).prefetch_related("allowed_models").first()
 
 
+def _service() -> Any:
+    # The service builds on the quotas defined here: it is imported when first needed.
+    from .services import service
+
+    return service
+
+
 class PolicyCache:
     """Per-process cache of quotas, dropped when any process bumps the policy version."""
 
@@ -149,7 +126,7 @@ class PolicyCache:
             return
         self._checked_at = now
         try:
-            version = get_engine().policy_version()
+            version = _service().policy_version()
         except Exception:  # Redis down: fall back to reloading every interval
             version = None
         if version is None or version != self._version:
@@ -209,4 +186,4 @@ def invalidate() -> None:
     cache.clear()
     # If Redis is down, other processes still reload within POLICY_CACHE_SECONDS.
     with contextlib.suppress(Exception):
-        get_engine().bump_policy_version()
+        _service().bump_policy_version()

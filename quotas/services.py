@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -26,8 +26,9 @@ from .engine.engine import unavailable_on_error
 from .engine_factory import get_async_engine, get_engine
 from .ledger import ledger_usage, window_day
 from .models import UsageRecord
-from .policy import Quota, from_micros, to_micros
-from .reconcile import check_user
+from .money import from_micros, to_micros
+from .policy import Quota
+from .reconcile import WindowCheck, check_user, reconcile
 from .subjects import ORG_SUBJECT, user_subject
 from .upstream import UpstreamLimiter
 
@@ -377,30 +378,57 @@ class QuotaService:
         UpstreamLimiter(self.engine).backoff(model, seconds)
 
     def recover(self) -> None:
-        """After an outage, bring the counters of users served from the ledger meanwhile
-        back to the ledger plus what their reservations in flight hold.
-
-        The counters are corrected in place, never dropped: another app server may
-        already be reserving against them, and a dropped counter would forget those
-        reservations. A user whose counters kept changing is tried again later.
-        """
+        """After an outage, correct the counters of users served from the ledger meanwhile
+        (see `correct_counters`); a user whose counters kept changing is tried again at
+        the next decision."""
         if not ledger_mode.has_dirty():
             return
         users = ledger_mode.take_dirty()
-        pending = set(users)
+        corrected = 0
         try:
             for user_id in users:
-                with unavailable_on_error():
-                    checks = check_user(self.engine, user_id, "", fix=True)
-                if all(check.fixed or not check.drifted for check in checks):
-                    pending.discard(user_id)
-        finally:
-            for user_id in pending:
+                corrected += self.correct_counters(user_id)
+        except CountersUnavailable:
+            for user_id in users:
                 ledger_mode.mark_dirty(user_id)
+            raise
         logger.info(
-            "quotas: Redis is back; counters of %d users checked against the ledger",
-            len(users) - len(pending),
+            "quotas: Redis is back; counters of %d users checked against the ledger", corrected
         )
+
+    def correct_counters(self, user_id: int) -> bool:
+        """Bring a user's day and month counters to the ledger plus what their
+        reservations in flight hold, in place.
+
+        Never dropped: another app server may be reserving against them, and a dropped
+        counter, re-seeded from the ledger, would forget those reservations. Returns False
+        (and the user is corrected again at the next decision) if the counters kept
+        changing; raises `CountersUnavailable` (likewise) if Redis cannot be reached.
+        """
+        try:
+            with unavailable_on_error():
+                checks = check_user(self.engine, user_id, "", fix=True)
+        except CountersUnavailable:
+            ledger_mode.mark_dirty(user_id)
+            raise
+        if all(check.fixed or not check.drifted for check in checks):
+            return True
+        ledger_mode.mark_dirty(user_id)
+        return False
+
+    def reconcile(
+        self, users: Iterable[tuple[int, str]], *, fix: bool = False
+    ) -> Iterator[WindowCheck]:
+        """Every user's counters against the ledger (see `quotas.reconcile`)."""
+        with unavailable_on_error():
+            yield from reconcile(self.engine, users, fix=fix)
+
+    def policy_version(self) -> int:
+        """A number every process compares to notice that limits changed."""
+        return self.engine.policy_version()
+
+    def bump_policy_version(self) -> int:
+        return self.engine.bump_policy_version()
 
     def record_denial(self, user_id: int, decision: Decision, model: str) -> None:
         day = window_day(decision.day) if decision.day else None

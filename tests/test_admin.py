@@ -226,6 +226,7 @@ class TestLedger:
         assert shown(q="ada") == ["ada"]
 
 
+@pytest.mark.django_db(transaction=True)  # counters are corrected once committed
 class TestCounterActions:
     changelist = "admin:auth_user_changelist"
 

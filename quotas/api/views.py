@@ -17,6 +17,8 @@ from ..authentication import APIKeyAuthentication
 from ..conf import conf
 from ..engine import CountersUnavailable, Decision
 from ..headers import add_rate_limit_headers, rate_limit_headers
+from ..limit_kinds import kind_of
+from ..money import from_micros
 from ..services import service
 from ..throttling import DECISION_ATTR, TierRateThrottle
 from .errors import counters_unavailable, exception_handler
@@ -60,17 +62,18 @@ def quota_report(quota: policy.Quota, decision: Decision) -> dict[str, Any]:
             "reset_seconds": round(state.reset_after, 3),
             "resets_at": _iso(decision.now_us, state.reset_after),
         }
-        if state.code == "rr":
-            entry["per_minute"] = quota.requests_per_minute
+        kind = kind_of(state.name, state.code)
+        if kind.period == "rate":
+            entry["per_minute"] = getattr(quota, kind.field, None)
             entry["burst"] = state.limit
-        if state.code[1] == "s":
+        if kind.is_money:
             entry.update(
-                limit=str(policy.from_micros(state.limit)),
-                used=str(policy.from_micros(state.used)),
-                remaining=str(policy.from_micros(state.remaining)),
+                limit=str(from_micros(state.limit)),
+                used=str(from_micros(state.used)),
+                remaining=str(from_micros(state.remaining)),
                 currency="USD",
             )
-        if state.code == "cc":
+        if kind.period == "in_flight":
             entry.pop("reset_seconds")
             entry.pop("resets_at")
         limits[state.name] = entry
@@ -82,7 +85,7 @@ def quota_report(quota: policy.Quota, decision: Decision) -> dict[str, Any]:
             "period": window.label if window else None,
             "requests": u.requests,
             "tokens": u.tokens,
-            "spend": str(policy.from_micros(u.spend)),
+            "spend": str(from_micros(u.spend)),
         }
 
     return {
