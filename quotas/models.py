@@ -15,6 +15,7 @@ from django.db.models import F
 from rest_framework_api_key.models import AbstractAPIKey, BaseAPIKeyManager
 
 from .limit_kinds import KINDS
+from .policy_writes import APIKeyQuerySet, PolicyQuerySet
 
 MONEY: dict[str, Any] = {"max_digits": 14, "decimal_places": 6}
 NON_NEGATIVE = [MinValueValidator(0)]
@@ -51,6 +52,8 @@ class AIModel(models.Model):
         null=True, blank=True, help_text="The provider's token limit; empty: none."
     )
     active = models.BooleanField(default=True)
+
+    objects = PolicyQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
@@ -110,6 +113,8 @@ class Tier(models.Model):
     )
     is_default = models.BooleanField(default=False, help_text="The tier of users without one.")
 
+    objects = PolicyQuerySet.as_manager()
+
     class Meta:
         ordering = ["name"]
 
@@ -168,6 +173,8 @@ class UserQuota(models.Model):
     max_concurrent_requests = models.PositiveIntegerField(null=True, blank=True)
     note = models.CharField(max_length=200, blank=True)
 
+    objects = PolicyQuerySet.as_manager()
+
     class Meta:
         verbose_name = "user quota"
 
@@ -181,9 +188,10 @@ class UserQuota(models.Model):
             )
 
 
-class APIKeyManager(BaseAPIKeyManager):
+class APIKeyManager(BaseAPIKeyManager.from_queryset(APIKeyQuerySet)):  # type: ignore[misc]
     def get_usable_keys(self) -> models.QuerySet[Any]:
-        return super().get_usable_keys().select_related("user")
+        keys: models.QuerySet[Any] = super().get_usable_keys()
+        return keys.select_related("user")
 
 
 class APIKey(AbstractAPIKey):

@@ -6,9 +6,12 @@ from io import StringIO
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
+from django.db import connection
 from rest_framework.test import APIClient
 
+from quotas.engine_factory import reset_engines
 from quotas.models import AIModel, APIKey, Tier, UserQuota
+from quotas.policy import quota_for_user
 
 pytestmark = pytest.mark.django_db
 
@@ -117,3 +120,26 @@ class TestSeedDemo:
         run("seed_demo")
         admin.refresh_from_db()
         assert admin.check_password("s3cret-enough")
+
+
+class TestQuotaInvalidate:
+    def test_every_process_reloads_after_a_write_django_did_not_see(self, ada, settings):
+        settings.QUOTAS = {**settings.QUOTAS, "POLICY_CACHE_SECONDS": 0}
+        tier = Tier.objects.create(slug="pro", name="Pro", tokens_per_day=1000)
+        UserQuota.objects.create(user=ada, tier=tier)
+        assert quota_for_user(ada).tokens_per_day == 1000
+        with connection.cursor() as cursor:
+            table = connection.ops.quote_name(Tier._meta.db_table)
+            cursor.execute(f"UPDATE {table} SET tokens_per_day = 5 WHERE id = %s", [tier.pk])
+        assert quota_for_user(ada).tokens_per_day == 1000
+
+        out = run("quota_invalidate")
+
+        assert "reloads its limits within 0 s" in out
+        assert quota_for_user(ada).tokens_per_day == 5
+
+    def test_redis_unreachable_is_an_error(self, settings):
+        settings.QUOTAS = {**settings.QUOTAS, "REDIS_URL": "redis://127.0.0.1:1/0"}
+        reset_engines()
+        with pytest.raises(CommandError, match="Redis could not be reached"):
+            run("quota_invalidate")
