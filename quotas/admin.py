@@ -6,17 +6,29 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as delete_selected_objects
 from django.contrib.admin.exceptions import NotRegistered
+from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpRequest
-from django.urls import path
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import path, reverse
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey as LibraryAPIKey
 
 from . import admin_actions, dashboard
-from .models import LIMIT_FIELDS, AIModel, APIKey, QuotaAdjustment, Tier, UsageRecord, UserQuota
+from .models import (
+    LAST_DEFAULT_DELETE,
+    LAST_DEFAULT_UNSET,
+    LIMIT_FIELDS,
+    AIModel,
+    APIKey,
+    QuotaAdjustment,
+    Tier,
+    UsageRecord,
+    UserQuota,
+)
 
 
 class TierForm(forms.ModelForm):
@@ -35,6 +47,8 @@ class TierForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
+        if not data.get("is_default") and self.instance.is_last_default():
+            self.add_error("is_default", LAST_DEFAULT_UNSET)
         tier = Tier(
             default_model=data.get("default_model"), fallback_model=data.get("fallback_model")
         )
@@ -63,6 +77,24 @@ class TierAdmin(admin.ModelAdmin):
             {"fields": ("allowed_models", "default_model", "fallback_model", "degrade_at_percent")},
         ),
     )
+    actions = ("delete_selected",)
+
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> Any:
+        tier = self.get_object(request, unquote(object_id))
+        if tier is not None and tier.is_last_default():
+            self.message_user(request, LAST_DEFAULT_DELETE, messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:quotas_tier_change", args=[tier.pk]))
+        return super().delete_view(request, object_id, extra_context)
+
+    @admin.action(description="Delete selected tiers", permissions=["delete"])
+    def delete_selected(self, request: HttpRequest, queryset: Any) -> Any:
+        """Django's own, refused when the default tier is among the selected."""
+        if any(tier.is_last_default() for tier in queryset.filter(is_default=True)):
+            self.message_user(request, LAST_DEFAULT_DELETE, messages.ERROR)
+            return None
+        return delete_selected_objects(self, request, queryset)
 
 
 @admin.register(AIModel)

@@ -107,7 +107,9 @@ class MeteredCall:
 
     def headers(self) -> dict[str, str]:
         """The rate-limit headers of this call's decision."""
-        return {} if self.decision is None else rate_limit_headers(self.decision)
+        if self.decision is None:
+            return {}
+        return rate_limit_headers(self.decision, self.quota.policy().limits)
 
     # the end of the call --------------------------------------------------------------
 
@@ -320,7 +322,9 @@ def _take(call: MeteredCall, catalogue: dict[str, AIModel]) -> Generator[TakeSte
             yield ("record_denial", (decision, plan.model.name))
     call.decision, call.grant = decision, grant
     if grant is None:
-        raise QuotaExceeded.from_decision(decision)
+        raise QuotaExceeded.from_decision(
+            decision, limits=quota.policy().limits, asked=Usage(1, plan.worst_tokens, call.spend)
+        )
 
 
 def _through_provider_limits(call: MeteredCall) -> None:

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.db import DatabaseError, router
 
 from .conf import DEFAULTS, PROVIDERS, conf
 from .upstream import provider_configured
@@ -95,3 +96,31 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
     return errors
+
+
+@register(Tags.database)
+def check_default_tier(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Users without a tier of their own get the default one; without it they are refused."""
+    from .models import Tier
+
+    alias = router.db_for_read(Tier)
+    if databases is not None and alias not in databases:
+        return []
+    try:
+        missing = not Tier.objects.using(alias).filter(is_default=True).exists()
+    except DatabaseError:  # not migrated yet, or not reachable: nothing to tell
+        return []
+    if not missing:
+        return []
+    return [
+        Error(
+            "No tier is the default: users without a tier of their own (and anonymous "
+            "callers, unless QUOTAS['ANONYMOUS_TIER'] names a tier) are refused with 403 "
+            "no_tier.",
+            hint="Mark one tier as the default in the admin, or with the staff API: "
+            'PATCH /api/tiers/<slug>/ {"is_default": true}.',
+            id="quotas.E008",
+        )
+    ]

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .headers import add_rate_limit_headers
-from .throttling import DECISION_ATTR
+from .throttling import DECISION_ATTR, LIMITS_ATTR
 
 
 class RateLimitHeadersMiddleware:
@@ -19,5 +19,5 @@ class RateLimitHeadersMiddleware:
         response = self.get_response(request)
         decision = getattr(request, DECISION_ATTR, None)
         if decision is not None:
-            add_rate_limit_headers(response, decision)
+            add_rate_limit_headers(response, decision, getattr(request, LIMITS_ATTR, ()))
         return response

@@ -127,6 +127,14 @@ class Tier(models.Model):
                 Tier.objects.filter(is_default=True).exclude(pk=self.pk).update(is_default=False)
             super().save(*args, **kwargs)
 
+    def is_last_default(self) -> bool:
+        """Stored as the default tier, with no other: deleting it or taking its default
+        away would leave users without a tier of their own refused."""
+        if self.pk is None:
+            return False
+        defaults = set(Tier.objects.filter(is_default=True).values_list("pk", flat=True)[:2])
+        return defaults == {self.pk}
+
     def clean(self) -> None:
         errors: dict[str, str] = {}
         if self.requests_per_minute == 0:
@@ -149,6 +157,17 @@ class Tier(models.Model):
                 errors[field] = f"{model} is not one of this tier's allowed models."
         if errors:
             raise ValidationError(errors)
+
+
+# Why the last default tier stays (the admin and the staff API answer with these).
+LAST_DEFAULT_UNSET = (
+    "This is the default tier: users without a tier of their own would be refused. "
+    "Make another tier the default instead."
+)
+LAST_DEFAULT_DELETE = (
+    "The default tier cannot be deleted: users without a tier of their own would be "
+    "refused. Make another tier the default first."
+)
 
 
 class UserQuota(models.Model):

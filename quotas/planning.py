@@ -10,7 +10,7 @@ from typing import Any
 
 from . import policy
 from .conf import conf
-from .exceptions import InvalidRequest, QuotaBlocked
+from .exceptions import InvalidRequest, NoTier, QuotaBlocked
 from .limit_kinds import BUDGETS
 from .models import AIModel
 from .tokens import count_prompt_tokens
@@ -123,6 +123,8 @@ def plan_call(
     """Apply the tier's rules to one call; raises InvalidRequest naming the parameter."""
     if quota.blocked:
         raise QuotaBlocked("This account's quota is blocked.")
+    if quota.no_tier:
+        raise NoTier()
     chosen = choose_model(quota, catalogue, model)
     cap, param = output_cap(quota, max_tokens, params.get("max_completion_tokens"))
     if n is None:

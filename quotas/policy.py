@@ -25,6 +25,7 @@ class Quota:
     tier_slug: str = ""
     tier_name: str = "Unlimited"
     blocked: bool = False
+    no_tier: bool = False  # no tier applies (and there is no default tier): refused
     requests_per_minute: int | None = None
     burst: int | None = None
     requests_per_day: int | None = None
@@ -69,7 +70,9 @@ class Quota:
 
 def quota_from_tier(tier: Tier | None, override: UserQuota | None = None) -> Quota:
     values: dict[str, Any] = {}
-    if tier is not None:
+    if tier is None:
+        values.update(no_tier=True, tier_name="No tier")  # never unlimited
+    else:
         allowed = tuple(sorted(m.name for m in tier.allowed_models.all() if m.active))
         values.update(
             tier_slug=tier.slug,

@@ -36,7 +36,7 @@ logger = logging.getLogger("quotas")
 
 
 class Blocked(Exception):
-    """The user's quota is blocked by staff."""
+    """The user's quota is blocked by staff, or no tier applies to them."""
 
 
 def _seed_from_ledger(subject: str, window: Window) -> Usage:
@@ -105,7 +105,7 @@ class QuotaService:
         the `watch` subjects come back in `Decision.watched_hold`, read in the same round
         trip; a grant made while one is on stands until the caller refunds it.
         """
-        if quota.blocked:
+        if quota.blocked or quota.no_tier:
             raise Blocked()
         try:
             return self._reserve(
@@ -225,7 +225,7 @@ class QuotaService:
     ) -> tuple[Decision, Grant | None]:
         """`reserve` with the Redis call on `redis.asyncio`. The ledger mode, an org-wide
         cap and re-seeding after an outage take the sync path in a worker thread."""
-        if quota.blocked:
+        if quota.blocked or quota.no_tier:
             raise Blocked()
         if conf.ORG_SPEND_PER_MONTH is not None or ledger_mode.has_dirty():
             return await sync_to_async(self.reserve)(

@@ -12,6 +12,7 @@ from rest_framework.throttling import BaseThrottle
 from . import policy
 from .conf import conf
 from .engine import CountersUnavailable, Decision
+from .exceptions import NoTier
 from .headers import retry_after_seconds
 from .services import QuotaService, service
 from .subjects import user_subject
@@ -19,6 +20,7 @@ from .subjects import user_subject
 logger = logging.getLogger("quotas")
 
 DECISION_ATTR = "quota_decision"
+LIMITS_ATTR = "quota_limits"  # the decision's limits, for the headers (rates per minute)
 
 
 def client_ip(meta: dict[str, Any], num_proxies: int) -> str:
@@ -65,6 +67,12 @@ def ip_subject(address: str) -> str:
     return f"ip:{ip}"
 
 
+def refuse_without_tier(quota: policy.Quota) -> None:
+    """No tier applies (there is no default tier): refused, never unlimited."""
+    if quota.no_tier:
+        raise PermissionDenied(NoTier().message, code=NoTier.code)
+
+
 class CountersDown(APIException):
     status_code = 503
     default_detail = "Quota counters are unavailable; try again shortly."
@@ -89,10 +97,13 @@ class TierRateThrottle(BaseThrottle):
         if user is not None and user.is_authenticated:
             quota = policy.quota_for_user(user)
             if quota.blocked:
-                raise PermissionDenied("This account's quota is blocked.")
+                raise PermissionDenied("This account's quota is blocked.", code="blocked")
+            refuse_without_tier(quota)
             return user_subject(user.pk), quota, True
         address = client_ip(request.META, conf.NUM_PROXIES)
-        return ip_subject(address), policy.quota_for_anonymous(), False
+        quota = policy.quota_for_anonymous()
+        refuse_without_tier(quota)
+        return ip_subject(address), quota, False
 
     def allow_request(self, request: Any, view: Any) -> bool:
         subject, quota, is_user = self.get_subject(request)
@@ -104,7 +115,9 @@ class TierRateThrottle(BaseThrottle):
                 return True
             raise CountersDown() from exc
         self.decision = decision
-        setattr(getattr(request, "_request", request), DECISION_ATTR, decision)
+        raw = getattr(request, "_request", request)
+        setattr(raw, DECISION_ATTR, decision)
+        setattr(raw, LIMITS_ATTR, quota.policy(budgets=False, track_usage=is_user).limits)
         return decision.allowed
 
     def wait(self) -> float:

@@ -15,12 +15,13 @@ from rest_framework.response import Response
 
 from .. import calls, policy, upstream
 from ..conf import conf
+from ..engine import CountersUnavailable
 from ..exceptions import InvalidRequest
 from ..services import service
-from ..throttling import DECISION_ATTR, TierRateThrottle
+from ..throttling import DECISION_ATTR, LIMITS_ATTR
 from .chat_input import parse_body, parse_chat_request
 from .errors import error_body, error_response
-from .views import CallerAPIView
+from .views import CallerAPIView, caller_quota, read_usage, usage_headers
 
 logger = logging.getLogger("quotas")
 
@@ -149,6 +150,7 @@ class ChatCompletionsView(CallerAPIView):
         body = chat.params
         call = calls.reserve(request.user, **calls.reserve_arguments(body))
         setattr(request._request, DECISION_ATTR, call.decision)
+        setattr(request._request, LIMITS_ATTR, call.quota.policy().limits)
         headers = {DOWNGRADE_HEADER: call.requested_model} if call.downgraded else {}
         forward = call.provider_request(body)
         if chat.stream:
@@ -199,12 +201,12 @@ class ChatCompletionsView(CallerAPIView):
 
 
 class ModelsView(CallerAPIView):
-    """GET /v1/models: the models the caller's tier may use."""
+    """GET /v1/models: the models the caller's tier may use. Reading it charges nothing."""
 
-    throttle_classes = [TierRateThrottle]
+    throttle_classes: list[Any] = []
 
     def get(self, request: Request) -> Response:
-        quota = policy.quota_for_user(request.user)
+        quota = caller_quota(request.user)
         catalogue = policy.model_catalogue()
         names = [n for n in quota.allowed_models if n in catalogue] or sorted(catalogue)
         created = int(time.time())
@@ -212,4 +214,8 @@ class ModelsView(CallerAPIView):
             {"id": name, "object": "model", "created": created, "owned_by": "django-ai-quotas"}
             for name in names
         ]
-        return Response({"object": "list", "data": data})
+        try:
+            headers = usage_headers(read_usage(request.user, quota), quota)
+        except CountersUnavailable:  # the list does not need the counters
+            headers = {}
+        return Response({"object": "list", "data": data}, headers=headers)

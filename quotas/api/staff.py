@@ -18,7 +18,15 @@ from rest_framework.response import Response
 from rest_framework.validators import UniqueValidator
 
 from ..authentication import APIKeyAuthentication
-from ..models import LIMIT_FIELDS, AIModel, APIKey, Tier, UserQuota
+from ..models import (
+    LAST_DEFAULT_DELETE,
+    LAST_DEFAULT_UNSET,
+    LIMIT_FIELDS,
+    AIModel,
+    APIKey,
+    Tier,
+    UserQuota,
+)
 from ..policy import quota_for_user
 from .errors import error_response, exception_handler
 
@@ -61,6 +69,8 @@ class TierSerializer(serializers.ModelSerializer):
         )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("is_default") is False and self.instance and self.instance.is_last_default():
+            raise serializers.ValidationError({"is_default": LAST_DEFAULT_UNSET})
         fields = [f for f in self.Meta.fields if f != "allowed_models"]
         merged = {f: getattr(self.instance, f) for f in fields if self.instance}
         merged.update(attrs)
@@ -86,6 +96,10 @@ class TierViewSet(StaffViewSet, viewsets.ModelViewSet):
     lookup_field = "slug"
 
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        if self.get_object().is_last_default():
+            return error_response(
+                409, LAST_DEFAULT_DELETE, "invalid_request_error", "default_tier_required"
+            )
         try:
             return super().destroy(request, *args, **kwargs)
         except ProtectedError:

@@ -15,12 +15,14 @@ from rest_framework.views import APIView
 from .. import policy
 from ..authentication import APIKeyAuthentication
 from ..conf import conf
+from ..denials import shown_limit
 from ..engine import CountersUnavailable, Decision
+from ..exceptions import NoTier, QuotaBlocked
 from ..headers import add_rate_limit_headers, rate_limit_headers
 from ..limit_kinds import kind_of
 from ..money import from_micros
 from ..services import service
-from ..throttling import DECISION_ATTR, TierRateThrottle
+from ..throttling import DECISION_ATTR, LIMITS_ATTR
 from .errors import counters_unavailable, exception_handler
 
 
@@ -31,7 +33,8 @@ class QuotaHeadersMixin:
         response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
         decision = getattr(request._request, DECISION_ATTR, None)
         if decision is not None:
-            add_rate_limit_headers(response, decision)
+            limits = getattr(request._request, LIMITS_ATTR, ())
+            add_rate_limit_headers(response, decision, limits)
         return response
 
 
@@ -46,6 +49,30 @@ class CallerAPIView(QuotaHeadersMixin, APIView):
         return exception_handler
 
 
+def caller_quota(user: Any) -> policy.Quota:
+    """The caller's quota; a blocked account, or one no tier applies to, is refused."""
+    quota = policy.quota_for_user(user)
+    if quota.blocked:
+        raise QuotaBlocked("This account's quota is blocked.")
+    if quota.no_tier:
+        raise NoTier()
+    return quota
+
+
+def read_usage(user: Any, quota: policy.Quota) -> Decision:
+    """Where the caller's limits stand, charging nothing; raises CountersUnavailable."""
+    return service.usage(user.pk, quota)
+
+
+REFUSAL_HEADERS = frozenset({"Retry-After", "retry-after-ms", "x-should-retry"})
+
+
+def usage_headers(decision: Decision, quota: policy.Quota) -> dict[str, str]:
+    """Every limit's headers, read without charging anything (so nothing was refused)."""
+    headers = rate_limit_headers(decision, quota.policy().limits)
+    return {name: value for name, value in headers.items() if name not in REFUSAL_HEADERS}
+
+
 def _iso(now_us: int, after: float) -> str:
     moment = datetime.fromtimestamp(now_us / 1_000_000 + after, tz=UTC)
     return moment.isoformat().replace("+00:00", "Z")
@@ -54,6 +81,7 @@ def _iso(now_us: int, after: float) -> str:
 def quota_report(quota: policy.Quota, decision: Decision) -> dict[str, Any]:
     """The caller's limits, usage, remaining and reset times."""
     limits: dict[str, Any] = {}
+    policy_limits = quota.policy().limits
     for state in decision.states:
         entry: dict[str, Any] = {
             "limit": state.limit,
@@ -63,9 +91,9 @@ def quota_report(quota: policy.Quota, decision: Decision) -> dict[str, Any]:
             "resets_at": _iso(decision.now_us, state.reset_after),
         }
         kind = kind_of(state.name, state.code)
-        if kind.period == "rate":
-            entry["per_minute"] = getattr(quota, kind.field, None)
-            entry["burst"] = state.limit
+        if kind.period == "rate":  # the rate as set, per minute, and how many at once
+            entry.update(limit=shown_limit(state, policy_limits), burst=state.limit)
+            entry["per_minute"] = entry["limit"]
         if kind.is_money:
             entry.update(
                 limit=str(from_micros(state.limit)),
@@ -108,19 +136,20 @@ def quota_report(quota: policy.Quota, decision: Decision) -> dict[str, Any]:
 
 
 class QuotaView(CallerAPIView):
-    """GET /v1/quota: the caller's effective limits, usage, remaining and reset times."""
+    """GET /v1/quota: the caller's effective limits, usage, remaining and reset times.
 
-    throttle_classes = [TierRateThrottle]
+    Reading it charges none of the caller's limits.
+    """
+
+    throttle_classes: list[Any] = []
 
     def get(self, request: Request) -> Response:
-        quota = policy.quota_for_user(request.user)
+        quota = caller_quota(request.user)
         try:
-            decision = service.usage(request.user.pk, quota)
+            decision = read_usage(request.user, quota)
         except CountersUnavailable:
             return counters_unavailable()
-        # Every limit's headers, the token budgets included (the throttle's cover requests only).
-        headers = {k: v for k, v in rate_limit_headers(decision).items() if k != "Retry-After"}
-        return Response(quota_report(quota, decision), headers=headers)
+        return Response(quota_report(quota, decision), headers=usage_headers(decision, quota))
 
 
 @csrf_exempt
