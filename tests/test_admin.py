@@ -115,6 +115,39 @@ class TestTiers:
         response = self.post(admin_client, requests_per_minute="0")
         assert "Must be at least 1" in response.content.decode()
 
+    def test_the_default_tier_stays_default_until_another_is(self, admin_client):
+        default = Tier.objects.get(is_default=True)
+        url = reverse("admin:quotas_tier_change", args=[default.pk])
+        data = {"name": default.name, "slug": default.slug, "degrade_at_percent": ""}
+        response = admin_client.post(url, data)  # is_default unticked
+        assert response.status_code == 200
+        errors = response.context["adminform"].form.errors
+        assert "Make another tier the default instead." in errors["is_default"][0]
+        assert Tier.objects.get(pk=default.pk).is_default
+
+    def test_the_default_tier_is_not_deleted(self, admin_client):
+        default = Tier.objects.get(is_default=True)
+        response = admin_client.post(
+            reverse("admin:quotas_tier_delete", args=[default.pk]), {"post": "yes"}, follow=True
+        )
+        assert "cannot be deleted" in " ".join(messages_of(response))
+        assert Tier.objects.filter(pk=default.pk).exists()
+
+    def test_nor_with_the_delete_action(self, admin_client):
+        default = Tier.objects.get(is_default=True)
+        other = Tier.objects.create(slug="spare", name="Spare")
+        changelist = reverse("admin:quotas_tier_changelist")
+        picked = {"action": "delete_selected", "_selected_action": [default.pk, other.pk]}
+        response = admin_client.post(changelist, {**picked, "post": "yes"}, follow=True)
+        assert "cannot be deleted" in " ".join(messages_of(response))
+        assert Tier.objects.filter(pk__in=[default.pk, other.pk]).count() == 2
+
+        response = admin_client.post(
+            changelist, {"action": "delete_selected", "_selected_action": [other.pk], "post": "yes"}
+        )
+        assert response.status_code == 302
+        assert not Tier.objects.filter(pk=other.pk).exists()
+
 
 class TestUserPage:
     def form_data(self, client, user) -> dict[str, object]:

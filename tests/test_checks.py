@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 from django.core.checks import Error, Tags, Warning, run_checks
 
-from quotas.checks import check_settings
+from quotas.checks import check_default_tier, check_settings
+from quotas.models import Tier
 
 VALID = {"REDIS_URL": "redis://127.0.0.1:6379/0", "PROVIDER": "mock"}
 
@@ -128,3 +129,21 @@ def test_provider_key_or_mock_or_debug_passes(settings, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY")
     settings.DEBUG = True
     assert check_settings() == []
+
+
+@pytest.mark.django_db
+def test_e008_no_default_tier():
+    assert check_default_tier() == []
+    Tier.objects.update(is_default=False)
+    [message] = check_default_tier()
+    assert isinstance(message, Error)
+    assert message.id == "quotas.E008"
+    assert "refused" in message.msg
+    assert "is_default" in message.hint
+    assert "quotas.E008" in ids(run_checks(tags=[Tags.database]))
+
+
+@pytest.mark.django_db
+def test_e008_only_for_the_database_holding_the_tiers():
+    Tier.objects.update(is_default=False)
+    assert check_default_tier(databases=["other"]) == []

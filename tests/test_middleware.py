@@ -63,13 +63,14 @@ def test_any_throttled_drf_view_gets_headers_on_200_and_429():
     client = APIClient()
     first = client.get("/plain", REMOTE_ADDR="203.0.113.7")
     assert first.status_code == 200
+    # The rate as set (60 a minute), not its burst of 2.
     assert first["RateLimit-Policy"] == (
-        '"requests_per_minute";q=2;w=60, "requests_per_day";q=1000;w=86400'
+        '"requests_per_minute";q=60;w=60, "requests_per_day";q=1000;w=86400'
     )
     assert re.fullmatch(
         r'"requests_per_minute";r=1;t=\d+, "requests_per_day";r=999;t=\d+', first["RateLimit"]
     )
-    assert first["x-ratelimit-limit-requests"] == "2"
+    assert first["x-ratelimit-limit-requests"] == "60"
     assert first["x-ratelimit-remaining-requests"] == "1"
     assert re.fullmatch(r"\d+(\.\d+)?s", first["x-ratelimit-reset-requests"])
     assert "Retry-After" not in first

@@ -50,12 +50,23 @@ class TestQuotaForUser:
         assert quota.tokens_per_day == 200_000
         assert quota.blocked is False
 
-    def test_without_any_default_tier_unlimited(self, user):
+    def test_without_any_default_tier_no_tier_never_unlimited(self, user):
         Tier.objects.update(is_default=False)
-        policy.cache.clear()
         quota = quota_for_user(user)
-        assert quota.tier_name == "Unlimited"
-        assert quota.limits() == ()
+        assert quota.no_tier is True
+        assert quota.tier_name == "No tier"
+
+    def test_a_quota_without_a_tier_and_no_default_has_no_tier(self, user, pro):
+        UserQuota.objects.create(user=user, tokens_per_day=50)
+        Tier.objects.update(is_default=False)
+        assert quota_for_user(user).no_tier is True
+        pro.is_default = True
+        pro.save()
+        assert (quota_for_user(user).no_tier, quota_for_user(user).tokens_per_day) == (False, 50)
+
+    def test_anonymous_without_any_default_tier_no_tier(self):
+        Tier.objects.update(is_default=False)
+        assert quota_for_anonymous().no_tier is True
 
     def test_the_users_tier(self, user, pro):
         UserQuota.objects.create(user=user, tier=pro)

@@ -101,6 +101,14 @@ class TestUsers:
         response = ping(client)
         assert response.status_code == 403
         assert response.json()["error"]["type"] == "permission_error"
+        assert response.json()["error"]["code"] == "blocked"
+
+    def test_without_a_default_tier_a_user_with_no_tier_gets_403(self, client):
+        Tier.objects.update(is_default=False)
+        client.force_authenticate(get_user_model().objects.create_user("nobody"))
+        response = ping(client)
+        assert response.status_code == 403
+        assert response.json()["error"]["code"] == "no_tier"
 
 
 class TestAnonymous:
@@ -144,6 +152,13 @@ class TestAnonymous:
         settings.QUOTAS = {**settings.QUOTAS, "ANONYMOUS_TIER": None}
         Tier.objects.filter(is_default=True).update(burst=1)
         assert statuses(client, 2) == [200, 429]
+
+    def test_refused_without_a_default_tier_when_no_anonymous_tier_is_named(self, client, settings):
+        settings.QUOTAS = {**settings.QUOTAS, "ANONYMOUS_TIER": None}
+        Tier.objects.update(is_default=False)
+        response = ping(client)
+        assert response.status_code == 403
+        assert response.json()["error"]["code"] == "no_tier"
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,10 @@ import json
 from typing import Any
 
 import pytest
+from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
+
+from quotas.models import APIKey, Tier
 
 from .conftest import Caller, ledger
 
@@ -250,6 +253,22 @@ def test_blocked_user_is_a_403(make_caller, mock) -> None:
     assert_error(response, 403, "permission_error", None, "blocked")
     assert mock.calls == 0
     assert ledger(caller.user)["requests"] == 0
+
+
+@pytest.mark.parametrize("path", [URL, "/v1/models", "/v1/quota"])
+def test_without_a_default_tier_a_caller_with_no_tier_is_a_403(catalogue, mock, path) -> None:
+    user = get_user_model().objects.create_user("nobody")  # no quota: the default tier's
+    _, key = APIKey.objects.create_key(user=user, name="test")
+    Tier.objects.update(is_default=False)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+
+    response = post(client, {"messages": HELLO}) if path == URL else client.get(path)
+
+    message = assert_error(response, 403, "permission_error", None, "no_tier")
+    assert "no default tier" in message
+    assert mock.calls == 0
+    assert ledger(user)["requests"] == 0
 
 
 @pytest.mark.parametrize("path", ["/v1/embeddings", "/v1/chat/completion", "/v1/"])

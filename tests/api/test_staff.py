@@ -115,6 +115,26 @@ class TestTiers:
         assert response.status_code == 409
         assert response.json()["error"]["code"] == "tier_in_use"
 
+    def test_the_default_tier_is_not_deleted(self, staff):
+        response = staff.delete("/api/tiers/default/")
+        assert response.status_code == 409
+        error = response.json()["error"]
+        assert error["code"] == "default_tier_required"
+        assert "Make another tier the default first" in error["message"]
+        assert Tier.objects.filter(slug="default", is_default=True).exists()
+
+    def test_the_default_tier_stays_default_until_another_is(self, staff):
+        response = staff.patch("/api/tiers/default/", {"is_default": False}, format="json")
+        assert response.status_code == 400
+        assert response.json()["error"]["param"] == "is_default"
+        assert Tier.objects.get(slug="default").is_default
+
+        Tier.objects.create(slug="pro", name="Pro")
+        made = staff.patch("/api/tiers/pro/", {"is_default": True}, format="json")
+        assert made.status_code == 200
+        assert not Tier.objects.get(slug="default").is_default
+        assert staff.delete("/api/tiers/default/").status_code == 204
+
 
 class TestUserQuotas:
     def test_create_override_and_see_the_effect(self, staff, ada):

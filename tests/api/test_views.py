@@ -64,8 +64,8 @@ def test_shape(client):
         assert {"limit", "used", "remaining", "reset_seconds", "resets_at"} <= set(limits[name])
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", limits[name]["resets_at"])
     # The free tier's rate as set: 10 a minute, 5 at once.
-    assert limits["requests_per_minute"]["limit"] == limits["requests_per_minute"]["per_minute"] == 10
-    assert limits["requests_per_minute"]["burst"] == 5
+    rate = limits["requests_per_minute"]
+    assert (rate["limit"], rate["per_minute"], rate["burst"]) == (10, 10, 5)
     assert limits["tokens_per_day"]["limit"] == 20_000
     assert limits["spend_per_month"]["limit"] == "1.000000"
     assert limits["spend_per_month"]["currency"] == "USD"
