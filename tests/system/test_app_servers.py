@@ -32,8 +32,16 @@ def test_request_limit_is_exact_across_two_servers(real_redis, app_servers, tier
     _, key = tier_user(requests_per_minute=1, burst=50)
     servers = app_servers(real_redis, count=2)
     headers = {"Authorization": f"Bearer {key}"}
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "Hi"}],
+        "max_tokens": 5,
+    }
     # 32 concurrent clients x 10 attempts, alternating between the two servers.
-    calls = [(f"{servers[i % 2]}/v1/quota", {"headers": headers}) for i in range(320)]
+    calls = [
+        (f"{servers[i % 2]}/v1/chat/completions", {"json": body, "headers": headers})
+        for i in range(320)
+    ]
     statuses = _hammer(calls, threads=32)
     print(f"\n320 attempts over 2 app servers: {statuses.count(200)} admitted")
     assert statuses.count(200) == 50
