@@ -95,17 +95,26 @@ class QuotaReport(S.Serializer):
     time_zone = S.CharField()
     limits = S.DictField(
         help_text="Per limit: limit, used, remaining, reset_seconds, resets_at "
-        "(spend in USD strings)."
+        "(a rate per minute with its burst; spend in USD strings)."
     )
     usage = S.DictField(help_text="today and this_month: period, requests, tokens, spend.")
     models = S.DictField(help_text="allowed, default, fallback, degrade_at_percent.")
 
 
-ERRORS = {
+READ_ERRORS = {
     401: OpenApiResponse(Error, description="Missing or wrong API key."),
-    403: OpenApiResponse(Error, description="The user's quota is blocked."),
-    429: OpenApiResponse(Error, description="A limit is reached; see Retry-After."),
+    403: OpenApiResponse(
+        Error, description="The user's quota is blocked, or no tier applies (no default tier)."
+    ),
     503: OpenApiResponse(Error, description="Quota counters unavailable."),
+}
+ERRORS = {
+    **READ_ERRORS,
+    429: OpenApiResponse(
+        Error,
+        description="A limit is reached; see Retry-After. A budget (insufficient_quota) "
+        "also says x-should-retry: false.",
+    ),
 }
 
 
@@ -141,7 +150,10 @@ class ModelsSchema(OpenApiViewExtension):
     target_class = "quotas.api.chat.ModelsView"
 
     def view_replacement(self) -> type:
-        get = extend_schema(summary="The models the caller's tier may use", responses=ModelList)
+        get = extend_schema(
+            summary="The models the caller's tier may use (charges no limit)",
+            responses={200: ModelList, **READ_ERRORS},
+        )
         return _described(self.target_class, get=get)
 
 
@@ -150,7 +162,7 @@ class QuotaSchema(OpenApiViewExtension):
 
     def view_replacement(self) -> type:
         get = extend_schema(
-            summary="The caller's limits, usage, remaining and reset times",
-            responses={200: QuotaReport, **ERRORS},
+            summary="The caller's limits, usage, remaining and reset times (charges no limit)",
+            responses={200: QuotaReport, **READ_ERRORS},
         )
         return _described(self.target_class, get=get)
