@@ -20,12 +20,15 @@ MONEY: dict[str, Any] = {"max_digits": 14, "decimal_places": 6}
 NON_NEGATIVE = [MinValueValidator(0)]
 
 # Numeric limits a tier sets and a user quota may override. Empty means unlimited. Each
-# limit kind has its field (a rate with its burst after it), then the per-request cap.
+# limit kind has its field (the request rate with its burst after it), then the
+# per-request cap.
 LIMIT_FIELDS = (
     *(
-        f
+        name
         for kind in KINDS
-        for f in ((kind.field, "burst") if kind.period == "rate" else (kind.field,))
+        for name in (
+            (kind.field, "burst") if kind.field == "requests_per_minute" else (kind.field,)
+        )
     ),
     "max_tokens_per_request",
 )
@@ -68,11 +71,9 @@ class AIModel(models.Model):
         return int(exact.to_integral_value(rounding="ROUND_CEILING"))
 
 
-class Tier(models.Model):
-    """A named set of limits. Empty fields are unlimited."""
+class LimitValues(models.Model):
+    """The numeric limits (see `LIMIT_FIELDS`) that tiers set and quotas override."""
 
-    slug = models.SlugField(unique=True)
-    name = models.CharField(max_length=100)
     requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
     burst = models.PositiveIntegerField(
         null=True,
@@ -80,14 +81,33 @@ class Tier(models.Model):
         validators=[MinValueValidator(1)],
         help_text="Requests that may come at once; empty: requests_per_minute.",
     )
+    tokens_per_minute = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Tokens (prompt and completion) per minute; up to one minute's worth at once.",
+    )
     requests_per_day = models.PositiveIntegerField(null=True, blank=True)
     tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
+    spend_per_day = models.DecimalField(
+        **MONEY, null=True, blank=True, validators=NON_NEGATIVE, help_text="USD."
+    )
     tokens_per_month = models.PositiveBigIntegerField(null=True, blank=True)
     spend_per_month = models.DecimalField(
         **MONEY, null=True, blank=True, validators=NON_NEGATIVE, help_text="USD."
     )
     max_tokens_per_request = models.PositiveIntegerField(null=True, blank=True)
     max_concurrent_requests = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class Tier(LimitValues):
+    """A named set of limits. Empty fields are unlimited."""
+
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=100)
     allowed_models = models.ManyToManyField(
         AIModel, blank=True, related_name="tiers", help_text="Empty: every active model."
     )
@@ -146,7 +166,7 @@ class Tier(models.Model):
             raise ValidationError(errors)
 
 
-class UserQuota(models.Model):
+class UserQuota(LimitValues):
     """A user's tier, per-field overrides of it, or a block."""
 
     user = models.OneToOneField(
@@ -156,16 +176,6 @@ class UserQuota(models.Model):
         Tier, null=True, blank=True, on_delete=models.PROTECT, help_text="Empty: the default tier."
     )
     blocked = models.BooleanField(default=False, help_text="Refuse every request of this user.")
-    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
-    burst = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
-    requests_per_day = models.PositiveIntegerField(null=True, blank=True)
-    tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
-    tokens_per_month = models.PositiveBigIntegerField(null=True, blank=True)
-    spend_per_month = models.DecimalField(
-        **MONEY, null=True, blank=True, validators=NON_NEGATIVE, help_text="USD."
-    )
-    max_tokens_per_request = models.PositiveIntegerField(null=True, blank=True)
-    max_concurrent_requests = models.PositiveIntegerField(null=True, blank=True)
     note = models.CharField(max_length=200, blank=True)
 
     class Meta:

@@ -27,8 +27,10 @@ class Quota:
     blocked: bool = False
     requests_per_minute: int | None = None
     burst: int | None = None
+    tokens_per_minute: int | None = None
     requests_per_day: int | None = None
     tokens_per_day: int | None = None
+    spend_per_day: Decimal | None = None
     tokens_per_month: int | None = None
     spend_per_month: Decimal | None = None
     max_tokens_per_request: int | None = None
@@ -47,7 +49,8 @@ class Quota:
                 continue  # unlimited (a rate of 0 too: it could never pass)
             if not budgets and not kind.every_request:
                 continue
-            burst = self.burst if kind.period == "rate" else None
+            # Requests may come `burst` at once; tokens up to one minute's worth.
+            burst = self.burst if kind.field == "requests_per_minute" else None
             out.append(Limit(kind.field, kind.code, kind.engine_amount(value), burst=burst))
         return tuple(out)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -123,8 +124,9 @@ class UserQuotaSerializer(serializers.ModelSerializer):
     def get_effective(self, obj: UserQuota) -> dict[str, Any]:
         quota = quota_for_user(obj.user)
         values = {name: getattr(quota, name) for name in LIMIT_FIELDS}
-        if values["spend_per_month"] is not None:
-            values["spend_per_month"] = str(values["spend_per_month"])
+        for name, value in values.items():
+            if isinstance(value, Decimal):  # spend limits, in USD as the API writes them
+                values[name] = str(value)
         return {"tier": quota.tier_slug or None, **values}
 
 
