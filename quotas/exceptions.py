@@ -32,6 +32,7 @@ class QuotaExceeded(QuotaError):
     """A limit ran out; nothing was charged. `limit` names it, e.g. "tokens_per_day"."""
 
     status = 429
+    code: str
 
     def __init__(self, decision: Decision, *, limit: str, code: str, message: str) -> None:
         super().__init__(message)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar, cast
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -12,7 +13,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import IntegrityError, connections, models, router, transaction
 from django.db.models import F
-from rest_framework_api_key.models import AbstractAPIKey, BaseAPIKeyManager
+from rest_framework_api_key.models import AbstractAPIKey
+from rest_framework_api_key.models import APIKeyManager as LibraryAPIKeyManager
 
 from .limit_kinds import KINDS
 
@@ -191,7 +193,7 @@ class UserQuota(LimitValues):
             )
 
 
-class APIKeyManager(BaseAPIKeyManager):
+class APIKeyManager(LibraryAPIKeyManager):
     def get_usable_keys(self) -> models.QuerySet[Any]:
         return super().get_usable_keys().select_related("user")
 
@@ -199,7 +201,7 @@ class APIKeyManager(BaseAPIKeyManager):
 class APIKey(AbstractAPIKey):
     """A user's API key: stored hashed, only its prefix in clear."""
 
-    objects = APIKeyManager()
+    objects: ClassVar[APIKeyManager] = APIKeyManager()
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"
@@ -302,10 +304,12 @@ def _upsert_sql(connection: Any, added: tuple[str, ...]) -> str:
     if sql is None:
         quote = connection.ops.quote_name
         meta = UsageRecord._meta
+        # Every name here is a concrete field, never a reverse relation.
+        field = cast("Callable[[str], models.Field[Any, Any]]", meta.get_field)
         table = quote(meta.db_table)
-        keys = [quote(meta.get_field(name).column) for name in ("user", "day", "model")]
-        columns = [quote(meta.get_field(name).column) for name in _AMOUNTS]
-        sets = [f"{quote(meta.get_field(name).column)}" for name in added]
+        keys = [quote(field(name).column) for name in ("user", "day", "model")]
+        columns = [quote(field(name).column) for name in _AMOUNTS]
+        sets = [f"{quote(field(name).column)}" for name in added]
         action = "UPDATE SET " + ", ".join(f"{c} = {table}.{c} + %s" for c in sets)
         sql = _upserts[connection.vendor, added] = (
             f"INSERT INTO {table} ({', '.join(keys + columns)}) "

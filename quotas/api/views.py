@@ -114,6 +114,7 @@ class QuotaView(CallerAPIView):
 
     def get(self, request: Request) -> Response:
         quota = policy.quota_for_user(request.user)
+        assert request.user.pk is not None  # IsAuthenticated
         try:
             decision = service.usage(request.user.pk, quota)
         except CountersUnavailable:
