@@ -1,4 +1,4 @@
-# The two commands: `make run` serves the demo project, `make test` runs lint and the suite.
+# The two commands: `make run` serves the demo project, `make test` runs lint, mypy and the suite.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -33,7 +33,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint
+test: lint typecheck
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

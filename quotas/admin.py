@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -30,8 +30,20 @@ from .models import (
     UserQuota,
 )
 
+if TYPE_CHECKING:
+    # Generic in django-stubs only: Django's own classes cannot be subscripted at run time.
+    TierFormBase = forms.ModelForm[Tier]
+    TierAdminBase = admin.ModelAdmin[Tier]
+    AIModelAdminBase = admin.ModelAdmin[AIModel]
+    UserQuotaInlineBase = admin.StackedInline[UserQuota, Any]
+    ReadOnlyAdminBase = admin.ModelAdmin[Any]
+else:
+    TierFormBase = forms.ModelForm
+    TierAdminBase = AIModelAdminBase = ReadOnlyAdminBase = admin.ModelAdmin
+    UserQuotaInlineBase = admin.StackedInline
 
-class TierForm(forms.ModelForm):
+
+class TierForm(TierFormBase):
     class Meta:
         model = Tier
         fields = (
@@ -61,7 +73,7 @@ class TierForm(forms.ModelForm):
 
 
 @admin.register(Tier)
-class TierAdmin(admin.ModelAdmin):
+class TierAdmin(TierAdminBase):
     form = TierForm
     list_display = ("name", "slug", "is_default", *LIMIT_FIELDS)
     list_display_links = ("name",)
@@ -98,7 +110,7 @@ class TierAdmin(admin.ModelAdmin):
 
 
 @admin.register(AIModel)
-class AIModelAdmin(admin.ModelAdmin):
+class AIModelAdmin(AIModelAdminBase):
     list_display = (
         "name",
         "input_price_per_million",
@@ -112,7 +124,7 @@ class AIModelAdmin(admin.ModelAdmin):
     empty_value_display = "none"
 
 
-class UserQuotaInline(admin.StackedInline):
+class UserQuotaInline(UserQuotaInlineBase):
     model = UserQuota
     can_delete = True
     max_num = 1
@@ -125,14 +137,19 @@ class UserQuotaInline(admin.StackedInline):
 
 User = get_user_model()
 try:
-    BaseUserAdmin: type[admin.ModelAdmin] = type(admin.site.get_model_admin(User))
+    BaseUserAdmin: type[admin.ModelAdmin[Any]] = type(admin.site.get_model_admin(User))
     admin.site.unregister(User)
 except NotRegistered:
     BaseUserAdmin = UserAdmin
 
+if TYPE_CHECKING:  # the project's own user admin, known only at run time
+    QuotaUserAdminBase = admin.ModelAdmin[Any]
+else:
+    QuotaUserAdminBase = BaseUserAdmin
+
 
 @admin.register(User)
-class QuotaUserAdmin(BaseUserAdmin):
+class QuotaUserAdmin(QuotaUserAdminBase):
     """The project's user admin, with the quota inline, usage panel and counter actions."""
 
     inlines = (*BaseUserAdmin.inlines, UserQuotaInline)
@@ -164,10 +181,11 @@ if admin.site.is_registered(LibraryAPIKey):
 class APIKeyAdmin(APIKeyModelAdmin):
     """Keys are created here and shown once, in a message; only their hash is stored."""
 
-    list_display = ("prefix", "user", "name", "created", "last_used_at", "expiry_date", "revoked")
-    list_filter = ("revoked", "created")
+    # The library's admin leaves these untyped, so mypy takes each tuple's length as its type.
+    list_display = ("prefix", "user", "name", "created", "last_used_at", "expiry_date", "revoked")  # type: ignore[assignment]
+    list_filter = ("revoked", "created")  # type: ignore[assignment]
     list_select_related = ("user",)
-    search_fields = ("prefix", "name", "user__username")
+    search_fields = ("prefix", "name", "user__username")  # type: ignore[assignment]
     autocomplete_fields = ("user",)
     actions = ("revoke",)
 
@@ -181,7 +199,7 @@ class APIKeyAdmin(APIKeyModelAdmin):
         self.message_user(request, f"{count} key(s) revoked.", messages.SUCCESS)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(ReadOnlyAdminBase):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 

@@ -256,9 +256,11 @@ def reserve(
             if step[0] == "reserve":
                 reply = service.reserve(call.user_id, call.quota, **step[1])
             elif step[0] == "refund":
-                reply = service.refund(step[1])
+                service.refund(step[1])
+                reply = None
             else:
-                reply = service.record_denial(call.user_id, *step[1])
+                service.record_denial(call.user_id, *step[1])
+                reply = None
     except StopIteration:
         pass
     except CountersUnavailable:
@@ -381,9 +383,11 @@ class AsyncMeteredCall:
                 if step[0] == "reserve":
                     reply = await service.areserve(call.user_id, call.quota, **step[1])
                 elif step[0] == "refund":
-                    reply = await service.arefund(step[1])
+                    await service.arefund(step[1])
+                    reply = None
                 else:
-                    reply = await sync_to_async(service.record_denial)(call.user_id, *step[1])
+                    await sync_to_async(service.record_denial)(call.user_id, *step[1])
+                    reply = None
         except StopIteration:
             pass
         except CountersUnavailable:

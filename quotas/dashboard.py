@@ -14,8 +14,7 @@ from django.db.models import F, Q, Sum
 from . import ledger, services
 from .charts import Chart, bar_chart, usd
 from .engine import CountersUnavailable, Decision
-from .engine.limits import DAY_SPEND
-from .limit_kinds import BY_FIELD, LimitKind
+from .limit_kinds import BY_FIELD
 from .money import from_micros
 from .policy import quota_for_user
 
@@ -25,17 +24,19 @@ ALERT_SCAN = 200  # users with usage this month whose live counters are checked 
 TOP = 10
 HISTORY_DAYS = 30
 
-# Spend today has no limit kind (yet): the meter shows the figure alone.
-SPEND_TODAY = LimitKind("spend_today", DAY_SPEND, "Spend today", "USD")
 # The users table's columns, in order.
-METERS = (
-    BY_FIELD["requests_per_day"],
-    BY_FIELD["tokens_per_day"],
-    SPEND_TODAY,
-    BY_FIELD["tokens_per_month"],
-    BY_FIELD["spend_per_month"],
-    BY_FIELD["requests_per_minute"],
-    BY_FIELD["max_concurrent_requests"],
+METERS = tuple(
+    BY_FIELD[name]
+    for name in (
+        "requests_per_day",
+        "tokens_per_day",
+        "spend_per_day",
+        "tokens_per_month",
+        "spend_per_month",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "max_concurrent_requests",
+    )
 )
 
 

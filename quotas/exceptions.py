@@ -38,6 +38,7 @@ class QuotaExceeded(QuotaError):
     """
 
     status = 429
+    code: str
 
     def __init__(
         self,

@@ -76,6 +76,7 @@ KINDS: tuple[LimitKind, ...] = (
         "requests",
         every_request=True,
     ),
+    LimitKind("tokens_per_minute", codes.RATE_TOKENS, "Tokens per minute", "tokens"),
     LimitKind(
         "requests_per_day",
         codes.DAY_REQUESTS,
@@ -85,6 +86,7 @@ KINDS: tuple[LimitKind, ...] = (
         degrades=True,
     ),
     LimitKind("tokens_per_day", codes.DAY_TOKENS, "Tokens today", "tokens", degrades=True),
+    LimitKind("spend_per_day", codes.DAY_SPEND, "Spend today", "USD", degrades=True),
     LimitKind("tokens_per_month", codes.MONTH_TOKENS, "Tokens this month", "tokens"),
     LimitKind("spend_per_month", codes.MONTH_SPEND, "Spend this month", "USD", degrades=True),
     LimitKind("max_concurrent_requests", codes.CONCURRENCY, "In flight", "requests"),

@@ -162,7 +162,7 @@ class MockTransport(httpx.BaseTransport):
             return httpx.Response(200, headers=_JSON, content=_MALFORMED)
         if not body.get("stream"):
             message = {"role": "assistant", "content": text, "refusal": None}
-            choice = {"message": message, "logprobs": None, "finish_reason": finish}
+            choice: dict[str, Any] = {"message": message, "logprobs": None, "finish_reason": finish}
             reply = {
                 **head,
                 "object": "chat.completion",

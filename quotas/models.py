@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar, cast
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -12,7 +13,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import IntegrityError, connections, models, router, transaction
 from django.db.models import F
-from rest_framework_api_key.models import AbstractAPIKey, BaseAPIKeyManager
+from rest_framework_api_key.models import AbstractAPIKey
+from rest_framework_api_key.models import APIKeyManager as LibraryAPIKeyManager
 
 from .limit_kinds import KINDS
 from .policy_writes import APIKeyQuerySet, PolicyQuerySet
@@ -21,12 +23,15 @@ MONEY: dict[str, Any] = {"max_digits": 14, "decimal_places": 6}
 NON_NEGATIVE = [MinValueValidator(0)]
 
 # Numeric limits a tier sets and a user quota may override. Empty means unlimited. Each
-# limit kind has its field (a rate with its burst after it), then the per-request cap.
+# limit kind has its field (the request rate with its burst after it), then the
+# per-request cap.
 LIMIT_FIELDS = (
     *(
-        f
+        name
         for kind in KINDS
-        for f in ((kind.field, "burst") if kind.period == "rate" else (kind.field,))
+        for name in (
+            (kind.field, "burst") if kind.field == "requests_per_minute" else (kind.field,)
+        )
     ),
     "max_tokens_per_request",
 )
@@ -71,11 +76,9 @@ class AIModel(models.Model):
         return int(exact.to_integral_value(rounding="ROUND_CEILING"))
 
 
-class Tier(models.Model):
-    """A named set of limits. Empty fields are unlimited."""
+class LimitValues(models.Model):
+    """The numeric limits (see `LIMIT_FIELDS`) that tiers set and quotas override."""
 
-    slug = models.SlugField(unique=True)
-    name = models.CharField(max_length=100)
     requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
     burst = models.PositiveIntegerField(
         null=True,
@@ -83,14 +86,33 @@ class Tier(models.Model):
         validators=[MinValueValidator(1)],
         help_text="Requests that may come at once; empty: requests_per_minute.",
     )
+    tokens_per_minute = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Tokens (prompt and completion) per minute; up to one minute's worth at once.",
+    )
     requests_per_day = models.PositiveIntegerField(null=True, blank=True)
     tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
+    spend_per_day = models.DecimalField(
+        **MONEY, null=True, blank=True, validators=NON_NEGATIVE, help_text="USD."
+    )
     tokens_per_month = models.PositiveBigIntegerField(null=True, blank=True)
     spend_per_month = models.DecimalField(
         **MONEY, null=True, blank=True, validators=NON_NEGATIVE, help_text="USD."
     )
     max_tokens_per_request = models.PositiveIntegerField(null=True, blank=True)
     max_concurrent_requests = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class Tier(LimitValues):
+    """A named set of limits. Empty fields are unlimited."""
+
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=100)
     allowed_models = models.ManyToManyField(
         AIModel, blank=True, related_name="tiers", help_text="Empty: every active model."
     )
@@ -170,7 +192,7 @@ LAST_DEFAULT_DELETE = (
 )
 
 
-class UserQuota(models.Model):
+class UserQuota(LimitValues):
     """A user's tier, per-field overrides of it, or a block."""
 
     user = models.OneToOneField(
@@ -180,16 +202,6 @@ class UserQuota(models.Model):
         Tier, null=True, blank=True, on_delete=models.PROTECT, help_text="Empty: the default tier."
     )
     blocked = models.BooleanField(default=False, help_text="Refuse every request of this user.")
-    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
-    burst = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
-    requests_per_day = models.PositiveIntegerField(null=True, blank=True)
-    tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
-    tokens_per_month = models.PositiveBigIntegerField(null=True, blank=True)
-    spend_per_month = models.DecimalField(
-        **MONEY, null=True, blank=True, validators=NON_NEGATIVE, help_text="USD."
-    )
-    max_tokens_per_request = models.PositiveIntegerField(null=True, blank=True)
-    max_concurrent_requests = models.PositiveIntegerField(null=True, blank=True)
     note = models.CharField(max_length=200, blank=True)
 
     objects = PolicyQuerySet.as_manager()
@@ -207,7 +219,7 @@ class UserQuota(models.Model):
             )
 
 
-class APIKeyManager(BaseAPIKeyManager.from_queryset(APIKeyQuerySet)):  # type: ignore[misc]
+class APIKeyManager(LibraryAPIKeyManager.from_queryset(APIKeyQuerySet)):  # type: ignore[misc]
     def get_usable_keys(self) -> models.QuerySet[Any]:
         keys: models.QuerySet[Any] = super().get_usable_keys()
         return keys.select_related("user")
@@ -216,7 +228,7 @@ class APIKeyManager(BaseAPIKeyManager.from_queryset(APIKeyQuerySet)):  # type: i
 class APIKey(AbstractAPIKey):
     """A user's API key: stored hashed, only its prefix in clear."""
 
-    objects = APIKeyManager()
+    objects: ClassVar[APIKeyManager] = APIKeyManager()
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"
@@ -319,10 +331,12 @@ def _upsert_sql(connection: Any, added: tuple[str, ...]) -> str:
     if sql is None:
         quote = connection.ops.quote_name
         meta = UsageRecord._meta
+        # Every name here is a concrete field, never a reverse relation.
+        field = cast("Callable[[str], models.Field[Any, Any]]", meta.get_field)
         table = quote(meta.db_table)
-        keys = [quote(meta.get_field(name).column) for name in ("user", "day", "model")]
-        columns = [quote(meta.get_field(name).column) for name in _AMOUNTS]
-        sets = [f"{quote(meta.get_field(name).column)}" for name in added]
+        keys = [quote(field(name).column) for name in ("user", "day", "model")]
+        columns = [quote(field(name).column) for name in _AMOUNTS]
+        sets = [f"{quote(field(name).column)}" for name in added]
         action = "UPDATE SET " + ", ".join(f"{c} = {table}.{c} + %s" for c in sets)
         sql = _upserts[connection.vendor, added] = (
             f"INSERT INTO {table} ({', '.join(keys + columns)}) "

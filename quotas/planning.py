@@ -11,7 +11,7 @@ from typing import Any
 from . import policy
 from .conf import conf
 from .exceptions import InvalidRequest, NoTier, QuotaBlocked
-from .limit_kinds import BUDGETS
+from .limit_kinds import KINDS
 from .models import AIModel
 from .tokens import count_prompt_tokens
 
@@ -142,7 +142,7 @@ def plan_call(
     else:
         prompt = estimate_prompt(chosen.name, messages, tools, params)
         worst = prompt + cap * n
-    for kind in BUDGETS:
+    for kind in KINDS:  # a token budget or rate smaller than the worst case never passes
         name = kind.field
         budget = getattr(quota, name) if kind.resource == "tokens" else None
         if budget is not None and worst > budget:

@@ -6,9 +6,10 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from .conf import conf
 from .engine import Limit, Policy
@@ -16,6 +17,8 @@ from .limit_kinds import KINDS
 from .models import LIMIT_FIELDS, AIModel, Tier, UserQuota
 
 logger = logging.getLogger("quotas")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -28,8 +31,10 @@ class Quota:
     no_tier: bool = False  # no tier applies (and there is no default tier): refused
     requests_per_minute: int | None = None
     burst: int | None = None
+    tokens_per_minute: int | None = None
     requests_per_day: int | None = None
     tokens_per_day: int | None = None
+    spend_per_day: Decimal | None = None
     tokens_per_month: int | None = None
     spend_per_month: Decimal | None = None
     max_tokens_per_request: int | None = None
@@ -48,7 +53,8 @@ class Quota:
                 continue  # unlimited (a rate of 0 too: it could never pass)
             if not budgets and not kind.every_request:
                 continue
-            burst = self.burst if kind.period == "rate" else None
+            # Requests may come `burst` at once; tokens up to one minute's worth.
+            burst = self.burst if kind.field == "requests_per_minute" else None
             out.append(Limit(kind.field, kind.code, kind.engine_amount(value), burst=burst))
         return tuple(out)
 
@@ -56,7 +62,7 @@ class Quota:
         # Quotas are cached per process and asked for their policy on every request:
         # each keeps the policies it built (a Policy is immutable).
         key = (budgets, track_usage, conf.TIME_ZONE)
-        built = self.__dict__.setdefault("_policies", {})
+        built: dict[tuple[bool, bool, str], Policy] = self.__dict__.setdefault("_policies", {})
         policy = built.get(key)
         if policy is None:
             policy = built[key] = Policy(
@@ -110,13 +116,13 @@ class PolicyCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: dict[Any, Quota] = {}
+        self._entries: dict[Any, Any] = {}
         self._version: int | None = None
         self._checked_at = 0.0
 
-    def get(self, key: Any, load: Any) -> Any:
+    def get(self, key: Any, load: Callable[[], T]) -> T:
         self._check_version()
-        quota = self._entries.get(key)
+        quota: T | None = self._entries.get(key)
         if quota is None:
             quota = load()
             with self._lock:

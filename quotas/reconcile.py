@@ -36,7 +36,7 @@ class WindowCheck:
     fixed: bool = False
 
     def drift(self, field: str) -> int:
-        expected = getattr(self.ledger, field) + getattr(self.in_flight, field)
+        expected: int = getattr(self.ledger, field) + getattr(self.in_flight, field)
         return int(getattr(self.redis, field)) - expected
 
     @property

@@ -66,7 +66,7 @@ class TestMeters:
         assert (over.level, over.percent, over.width) == ("over", 100, 100)
 
     def test_unlimited_has_no_bar(self):
-        meter = dashboard._meter("spend_today", "Spend today", True, 1_500_000, None)
+        meter = dashboard._meter("spend_per_day", "Spend today", True, 1_500_000, None)
         assert (meter.level, meter.limit, meter.used) == ("free", None, "$1.50")
 
     def test_money_is_exact_without_trailing_zeros(self):
@@ -90,7 +90,7 @@ class TestUserPanel:
         assert (meters["tokens_per_day"].used, meters["tokens_per_day"].limit) == ("500", "1,000")
         assert meters["tokens_per_day"].percent == 50
         assert meters["spend_per_month"].used == "$0.25"
-        assert meters["spend_today"].used == "$0.25"
+        assert meters["spend_per_day"].used == "$0.25"
         assert meters["requests_per_day"].used == "1"
         assert meters["max_concurrent_requests"].used == "0"
 

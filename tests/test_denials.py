@@ -23,6 +23,8 @@ REQUESTS = LimitState("requests_per_day", "dr", 200, 200, 0, TO_MIDNIGHT)
 SPEND = LimitState("spend_per_month", "ms", 1_000_000, 996_900, 3_100, 29 * 86_400)
 RATE = LimitState("requests_per_minute", "rr", 5, 5, 0, 6.0)
 CONCURRENT = LimitState("max_concurrent_requests", "cc", 2, 2, 0, 1.5)
+TOKEN_RATE = LimitState("tokens_per_minute", "rt", 10_000, 9_900, 100, 0.6)
+SPEND_TODAY = LimitState("spend_per_day", "ds", 500_000, 499_000, 1_000, TO_MIDNIGHT)
 
 
 def test_a_daily_budget_says_what_was_needed_what_was_left_and_when_it_resets():
@@ -61,6 +63,15 @@ def test_a_rate_says_its_rate_per_minute_and_its_burst():
     )
 
 
+def test_a_token_rate_says_its_tokens_per_minute():
+    limits = (Limit("tokens_per_minute", "rt", 10_000),)
+    text = message(refused(TOKEN_RATE, 0.6), limits=limits, asked=Usage(1, 700, 0))
+    assert text == (
+        "Rate limit reached for tokens_per_minute (10000 tokens per minute): this request "
+        "needs up to 700 tokens, with 100 tokens left. Retry after 1 s."
+    )
+
+
 def test_concurrency():
     text = message(refused(CONCURRENT, 1.5))
     assert text == (
@@ -71,7 +82,15 @@ def test_concurrency():
 
 @pytest.mark.parametrize(
     ("state", "retryable"),
-    [(RATE, True), (CONCURRENT, True), (TOKENS, False), (REQUESTS, False), (SPEND, False)],
+    [
+        (RATE, True),
+        (TOKEN_RATE, True),
+        (CONCURRENT, True),
+        (TOKENS, False),
+        (REQUESTS, False),
+        (SPEND_TODAY, False),
+        (SPEND, False),
+    ],
 )
 def test_only_rates_and_concurrency_are_retryable(state, retryable):
     assert is_retryable(refused(state, 1.0)) is retryable

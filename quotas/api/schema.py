@@ -6,7 +6,7 @@ request and response bodies are described here, for documentation only.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiViewExtension
 from drf_spectacular.types import OpenApiTypes
@@ -28,23 +28,23 @@ class APIKeyScheme(OpenApiAuthenticationExtension):
         }
 
 
-class ErrorDetail(S.Serializer):
+class ErrorDetail(S.Serializer[dict[str, Any]]):
     message = S.CharField()
     type = S.CharField()
     param = S.CharField(allow_null=True)
     code = S.CharField(allow_null=True)
 
 
-class Error(S.Serializer):
+class Error(S.Serializer[dict[str, Any]]):
     error = ErrorDetail()
 
 
-class Message(S.Serializer):
+class Message(S.Serializer[dict[str, Any]]):
     role = S.ChoiceField(["system", "developer", "user", "assistant", "tool"])
     content = S.JSONField(help_text="A string, or a list of content parts.")
 
 
-class ChatRequest(S.Serializer):
+class ChatRequest(S.Serializer[dict[str, Any]]):
     model = S.CharField(required=False, help_text="Empty: the tier's default model.")
     messages = Message(many=True)
     max_tokens = S.IntegerField(required=False, help_text="Capped by the tier.")
@@ -55,19 +55,19 @@ class ChatRequest(S.Serializer):
     stream_options = S.JSONField(required=False)
 
 
-class Usage(S.Serializer):
+class Usage(S.Serializer[dict[str, Any]]):
     prompt_tokens = S.IntegerField()
     completion_tokens = S.IntegerField()
     total_tokens = S.IntegerField()
 
 
-class Choice(S.Serializer):
+class Choice(S.Serializer[dict[str, Any]]):
     index = S.IntegerField()
     message = Message()
     finish_reason = S.CharField(allow_null=True)
 
 
-class ChatCompletion(S.Serializer):
+class ChatCompletion(S.Serializer[dict[str, Any]]):
     id = S.CharField()
     object = S.CharField(default="chat.completion")
     created = S.IntegerField()
@@ -76,19 +76,19 @@ class ChatCompletion(S.Serializer):
     usage = Usage()
 
 
-class Model(S.Serializer):
+class Model(S.Serializer[dict[str, Any]]):
     id = S.CharField()
     object = S.CharField(default="model")
     created = S.IntegerField()
     owned_by = S.CharField()
 
 
-class ModelList(S.Serializer):
+class ModelList(S.Serializer[dict[str, Any]]):
     object = S.CharField(default="list")
-    data = Model(many=True)
+    data = Model(many=True)  # type: ignore[assignment]  # a field; the metaclass pops it
 
 
-class QuotaReport(S.Serializer):
+class QuotaReport(S.Serializer[dict[str, Any]]):
     object = S.CharField(default="quota")
     tier = S.DictField(help_text="slug and name")
     blocked = S.BooleanField()
@@ -118,9 +118,10 @@ ERRORS = {
 }
 
 
-def _described(target: type, **methods: Any) -> type:
+def _described(target: str | type[object] | None, **methods: Any) -> type:
     """A subclass of `target` carrying the schema, leaving the served view untouched."""
-    return extend_schema_view(**methods)(type(target.__name__, (target,), {}))
+    view = cast(type, target)  # an extension's target_class, imported by drf-spectacular by now
+    return extend_schema_view(**methods)(type(view.__name__, (view,), {}))
 
 
 class ChatCompletionsSchema(OpenApiViewExtension):

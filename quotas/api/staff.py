@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any, TypeVar
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import ProtectedError
+from django.db.models import Model, ProtectedError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status, viewsets
-from rest_framework.authentication import SessionAuthentication
+from rest_framework.authentication import BaseAuthentication, SessionAuthentication
 from rest_framework.decorators import action
-from rest_framework.permissions import IsAdminUser
+from rest_framework.permissions import (
+    BasePermission,
+    IsAdminUser,
+    OperandHolder,
+    SingleOperandHolder,
+)
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle
 from rest_framework.validators import UniqueValidator
 
 from ..authentication import APIKeyAuthentication
@@ -30,27 +38,34 @@ from ..models import (
 from ..policy import quota_for_user
 from .errors import error_response, exception_handler
 
+M = TypeVar("M", bound=Model)
+
 
 class StaffAccess:
     """Staff only; the staff tools do not spend the staff member's own AI quota."""
 
-    authentication_classes = [APIKeyAuthentication, SessionAuthentication]
-    permission_classes = [IsAdminUser]
-    throttle_classes: list[Any] = []
+    authentication_classes: Sequence[type[BaseAuthentication]] = [
+        APIKeyAuthentication,
+        SessionAuthentication,
+    ]
+    permission_classes: Sequence[type[BasePermission] | OperandHolder | SingleOperandHolder] = [
+        IsAdminUser
+    ]
+    throttle_classes: Sequence[type[BaseThrottle]] = []
 
     def get_exception_handler(self) -> Any:
         return exception_handler
 
 
-class StaffViewSet(StaffAccess, viewsets.GenericViewSet):
+class StaffViewSet(StaffAccess, viewsets.GenericViewSet[M]):
     pass
 
 
-def _model_field(**kwargs: Any) -> serializers.SlugRelatedField:
+def _model_field(**kwargs: Any) -> serializers.SlugRelatedField[AIModel]:
     return serializers.SlugRelatedField(slug_field="name", queryset=AIModel.objects.all(), **kwargs)
 
 
-class TierSerializer(serializers.ModelSerializer):
+class TierSerializer(serializers.ModelSerializer[Tier]):
     allowed_models = _model_field(many=True, required=False)
     default_model = _model_field(required=False, allow_null=True)
     fallback_model = _model_field(required=False, allow_null=True)
@@ -86,7 +101,7 @@ class TierSerializer(serializers.ModelSerializer):
         return attrs
 
 
-class TierViewSet(StaffViewSet, viewsets.ModelViewSet):
+class TierViewSet(StaffViewSet[Tier], viewsets.ModelViewSet[Tier]):
     """Tiers: named sets of limits. Empty (null) limits are unlimited."""
 
     queryset = Tier.objects.prefetch_related("allowed_models").select_related(
@@ -111,7 +126,7 @@ class TierViewSet(StaffViewSet, viewsets.ModelViewSet):
             )
 
 
-class UserQuotaSerializer(serializers.ModelSerializer):
+class UserQuotaSerializer(serializers.ModelSerializer[UserQuota]):
     user = serializers.PrimaryKeyRelatedField(
         queryset=get_user_model().objects.all(),
         validators=[
@@ -137,12 +152,13 @@ class UserQuotaSerializer(serializers.ModelSerializer):
     def get_effective(self, obj: UserQuota) -> dict[str, Any]:
         quota = quota_for_user(obj.user)
         values = {name: getattr(quota, name) for name in LIMIT_FIELDS}
-        if values["spend_per_month"] is not None:
-            values["spend_per_month"] = str(values["spend_per_month"])
+        for name, value in values.items():
+            if isinstance(value, Decimal):  # spend limits, in USD as the API writes them
+                values[name] = str(value)
         return {"tier": quota.tier_slug or None, **values}
 
 
-class UserQuotaViewSet(StaffViewSet, viewsets.ModelViewSet):
+class UserQuotaViewSet(StaffViewSet[UserQuota], viewsets.ModelViewSet[UserQuota]):
     """Users' quotas: tier, per-field overrides (null: the tier's value) and blocks."""
 
     queryset = UserQuota.objects.select_related("user", "tier").order_by("user_id")
@@ -160,7 +176,7 @@ class UserQuotaViewSet(StaffViewSet, viewsets.ModelViewSet):
         return rows
 
 
-class APIKeySerializer(serializers.ModelSerializer):
+class APIKeySerializer(serializers.ModelSerializer[APIKey]):
     user = serializers.PrimaryKeyRelatedField(queryset=get_user_model().objects.all())
     name = serializers.CharField(max_length=50, help_text="A free-form name for the key.")
     username = serializers.CharField(source="user.get_username", read_only=True)
@@ -168,7 +184,7 @@ class APIKeySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = APIKey
-        fields = (
+        fields: tuple[str, ...] = (
             "prefix",
             "name",
             "user",
@@ -190,7 +206,7 @@ class IssuedKeySerializer(APIKeySerializer):
 
 
 class APIKeyViewSet(
-    StaffViewSet,
+    StaffViewSet[APIKey],
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.CreateModelMixin,
@@ -215,6 +231,7 @@ class APIKeyViewSet(
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        api_key: Any  # an APIKey, carrying its clear key to this one response
         api_key, key = APIKey.objects.create_key(**serializer.validated_data)
         api_key.key = key
         return Response(IssuedKeySerializer(api_key).data, status=status.HTTP_201_CREATED)

@@ -49,7 +49,7 @@ class CSVRenderer(BaseRenderer):
         return out.getvalue().encode(self.charset)
 
 
-class UsageQuery(serializers.Serializer):
+class UsageQuery(serializers.Serializer[dict[str, Any]]):
     user = serializers.IntegerField(required=False, min_value=1, help_text="A user id.")
     date_from = serializers.DateField(required=False, help_text="First day, inclusive.")
     date_to = serializers.DateField(required=False, help_text="Last day, inclusive.")
@@ -72,7 +72,7 @@ class UsageQuery(serializers.Serializer):
         return attrs
 
 
-class UsageRow(serializers.Serializer):
+class UsageRow(serializers.Serializer[dict[str, Any]]):
     day = serializers.DateField(required=False)
     user_id = serializers.IntegerField(required=False)
     username = serializers.CharField(required=False)
@@ -85,7 +85,7 @@ class UsageRow(serializers.Serializer):
     denied = serializers.IntegerField(help_text="Requests refused by a limit.")
 
 
-class UsageReport(serializers.Serializer):
+class UsageReport(serializers.Serializer[dict[str, Any]]):
     totals = UsageRow()
     rows = UsageRow(many=True)
 
@@ -98,7 +98,8 @@ def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
 class UsageView(StaffAccess, APIView):
     """Settled usage from the ledger, summed per day (and per user or model if asked)."""
 
-    renderer_classes = [*api_settings.DEFAULT_RENDERER_CLASSES, CSVRenderer]
+    # api_settings imports the dotted paths: the stubs type the setting as strings.
+    renderer_classes = [*api_settings.DEFAULT_RENDERER_CLASSES, CSVRenderer]  # type: ignore[list-item]
 
     @extend_schema(
         parameters=[UsageQuery],

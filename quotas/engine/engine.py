@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from importlib import resources
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import redis
 
@@ -208,8 +208,8 @@ def _decision(
 
 
 # What a decision asks of Redis: reserve.lua's keys and arguments, or seeding a window.
-ReserveStep = tuple[str, list[str], list[Any]]
-SeedStep = tuple[str, Window, int]
+ReserveStep = tuple[Literal["reserve"], list[str], list[Any]]
+SeedStep = tuple[Literal["seed"], Window, int]
 
 
 class EngineLayout:
