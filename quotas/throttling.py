@@ -13,8 +13,8 @@ from . import policy
 from .conf import conf
 from .engine import CountersUnavailable, Decision
 from .headers import retry_after_seconds
+from .models import APIKey
 from .services import QuotaService, service
-from .subjects import user_subject
 
 logger = logging.getLogger("quotas")
 
@@ -87,10 +87,11 @@ class TierRateThrottle(BaseThrottle):
         """(subject, quota, is a user) for this request."""
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:
-            quota = policy.quota_for_user(user)
+            key = getattr(request, "auth", None)
+            quota = policy.quota_for_key(user, key if isinstance(key, APIKey) else None)
             if quota.blocked:
                 raise PermissionDenied("This account's quota is blocked.")
-            return user_subject(user.pk), quota, True
+            return quota.subject(user.pk), quota, True
         address = client_ip(request.META, conf.NUM_PROXIES)
         return ip_subject(address), policy.quota_for_anonymous(), False
 

@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from .. import calls, policy, upstream
 from ..conf import conf
 from ..exceptions import InvalidRequest
+from ..models import APIKey
 from ..services import service
 from ..throttling import DECISION_ATTR, TierRateThrottle
 from .chat_input import parse_body, parse_chat_request
@@ -147,7 +148,8 @@ class ChatCompletionsView(CallerAPIView):
     def post(self, request: Request) -> Any:
         chat = parse_chat_request(parse_body(read_body(request)))
         body = chat.params
-        call = calls.reserve(request.user, **calls.reserve_arguments(body))
+        key = request.auth if isinstance(request.auth, APIKey) else None
+        call = calls.reserve(request.user, key=key, **calls.reserve_arguments(body))
         setattr(request._request, DECISION_ATTR, call.decision)
         headers = {DOWNGRADE_HEADER: call.requested_model} if call.downgraded else {}
         forward = call.provider_request(body)

@@ -18,6 +18,7 @@ from ..conf import conf
 from ..engine import CountersUnavailable, Decision
 from ..headers import add_rate_limit_headers, rate_limit_headers
 from ..limit_kinds import kind_of
+from ..models import APIKey
 from ..money import from_micros
 from ..services import service
 from ..throttling import DECISION_ATTR, TierRateThrottle
@@ -52,9 +53,13 @@ def _iso(now_us: int, after: float) -> str:
 
 
 def quota_report(quota: policy.Quota, decision: Decision) -> dict[str, Any]:
-    """The caller's limits, usage, remaining and reset times."""
-    limits: dict[str, Any] = {}
+    """The caller's limits, usage, remaining and reset times; their team's and their key's
+    too, and which limit of any level is nearest to running out."""
+    levels: dict[str, dict[str, Any]] = {"": {}, "team": {}, "key": {}}
+    owners = {"": quota, "team": quota.team, "key": quota.key}
+    nearest: tuple[float, str, str] | None = None
     for state in decision.states:
+        level, _, name = state.name.rpartition(".")
         entry: dict[str, Any] = {
             "limit": state.limit,
             "used": state.used,
@@ -62,9 +67,9 @@ def quota_report(quota: policy.Quota, decision: Decision) -> dict[str, Any]:
             "reset_seconds": round(state.reset_after, 3),
             "resets_at": _iso(decision.now_us, state.reset_after),
         }
-        kind = kind_of(state.name, state.code)
+        kind = kind_of(name, state.code)
         if kind.period == "rate":
-            entry["per_minute"] = getattr(quota, kind.field, None)
+            entry["per_minute"] = getattr(owners.get(level) or quota, kind.field, None)
             entry["burst"] = state.limit
         if kind.is_money:
             entry.update(
@@ -76,7 +81,11 @@ def quota_report(quota: policy.Quota, decision: Decision) -> dict[str, Any]:
         if kind.period == "in_flight":
             entry.pop("reset_seconds")
             entry.pop("resets_at")
-        limits[state.name] = entry
+        levels.setdefault(level, {})[name] = entry
+        share = 1.0 if state.limit == 0 else state.used / state.limit
+        if nearest is None or share > nearest[0]:
+            nearest = (share, level or "user", name)
+    limits = levels[""]
     if quota.max_tokens_per_request is not None:
         limits["max_tokens_per_request"] = {"limit": quota.max_tokens_per_request}
 
@@ -88,7 +97,7 @@ def quota_report(quota: policy.Quota, decision: Decision) -> dict[str, Any]:
             "spend": str(from_micros(u.spend)),
         }
 
-    return {
+    report: dict[str, Any] = {
         "object": "quota",
         "tier": {"slug": quota.tier_slug, "name": quota.tier_name},
         "blocked": quota.blocked,
@@ -105,6 +114,17 @@ def quota_report(quota: policy.Quota, decision: Decision) -> dict[str, Any]:
             "degrade_at_percent": quota.degrade_at_percent,
         },
     }
+    if quota.team is not None:
+        report["team"] = {"slug": quota.team_slug, "limits": levels["team"]}
+    if quota.key is not None:
+        report["key"] = {"limits": levels["key"]}
+    if nearest is not None:
+        report["nearest"] = {
+            "level": nearest[1],
+            "limit": nearest[2],
+            "percent_used": round(nearest[0] * 100, 1),
+        }
+    return report
 
 
 class QuotaView(CallerAPIView):
@@ -113,7 +133,8 @@ class QuotaView(CallerAPIView):
     throttle_classes = [TierRateThrottle]
 
     def get(self, request: Request) -> Response:
-        quota = policy.quota_for_user(request.user)
+        key = request.auth if isinstance(request.auth, APIKey) else None
+        quota = policy.quota_for_key(request.user, key)
         assert request.user.pk is not None  # IsAuthenticated
         try:
             decision = service.usage(request.user.pk, quota)
