@@ -24,7 +24,9 @@ from .models import (
     LIMIT_FIELDS,
     AIModel,
     APIKey,
+    LevelUsage,
     QuotaAdjustment,
+    Team,
     Tier,
     UsageRecord,
     UserQuota,
@@ -35,11 +37,12 @@ if TYPE_CHECKING:
     TierFormBase = forms.ModelForm[Tier]
     TierAdminBase = admin.ModelAdmin[Tier]
     AIModelAdminBase = admin.ModelAdmin[AIModel]
+    TeamAdminBase = admin.ModelAdmin[Team]
     UserQuotaInlineBase = admin.StackedInline[UserQuota, Any]
     ReadOnlyAdminBase = admin.ModelAdmin[Any]
 else:
     TierFormBase = forms.ModelForm
-    TierAdminBase = AIModelAdminBase = ReadOnlyAdminBase = admin.ModelAdmin
+    TierAdminBase = AIModelAdminBase = TeamAdminBase = ReadOnlyAdminBase = admin.ModelAdmin
     UserQuotaInlineBase = admin.StackedInline
 
 
@@ -124,13 +127,39 @@ class AIModelAdmin(AIModelAdminBase):
     empty_value_display = "none"
 
 
+@admin.register(Team)
+class TeamAdmin(TeamAdminBase):
+    """Teams: their tier, overrides, members and where their shared budget stands."""
+
+    list_display = ("name", "slug", "tier", "blocked", "member_count")
+    list_select_related = ("tier",)
+    search_fields = ("name", "slug")
+    prepopulated_fields = {"slug": ("name",)}
+    readonly_fields = ("standing",)
+    fieldsets = (
+        (None, {"fields": ("name", "slug", "tier", "blocked", "note")}),
+        ("Overrides", {"fields": LIMIT_FIELDS, "description": "Empty: the tier's value."}),
+        ("Usage", {"fields": ("standing",)}),
+    )
+
+    @admin.display(description="members")
+    def member_count(self, team: Team) -> int:
+        return team.members.count()
+
+    @admin.display(description="Limits and usage")
+    def standing(self, team: Team) -> str:
+        if team.pk is None:
+            return "-"
+        return dashboard.team_standing(team)
+
+
 class UserQuotaInline(UserQuotaInlineBase):
     model = UserQuota
     can_delete = True
     max_num = 1
     verbose_name_plural = "quota"
     fieldsets = (
-        (None, {"fields": ("tier", "blocked", "note")}),
+        (None, {"fields": ("tier", "team", "blocked", "note")}),
         ("Overrides", {"fields": LIMIT_FIELDS, "description": "Empty: the tier's value."}),
     )
 
@@ -154,7 +183,7 @@ class QuotaUserAdmin(QuotaUserAdminBase):
 
     inlines = (*BaseUserAdmin.inlines, UserQuotaInline)
     actions = (*(BaseUserAdmin.actions or ()), admin_actions.reset_today, admin_actions.grant_boost)
-    list_filter = (*BaseUserAdmin.list_filter, "quota__tier", "quota__blocked")
+    list_filter = (*BaseUserAdmin.list_filter, "quota__tier", "quota__team", "quota__blocked")
     change_form_template = "admin/quotas/user_change_form.html"
 
     def change_view(
@@ -188,6 +217,16 @@ class APIKeyAdmin(APIKeyModelAdmin):
     search_fields = ("prefix", "name", "user__username")  # type: ignore[assignment]
     autocomplete_fields = ("user",)
     actions = ("revoke",)
+    fieldsets = (
+        (None, {"fields": ("name", "user", "expiry_date", "revoked")}),
+        (
+            "Limits of this key",
+            {
+                "fields": ("tier", *LIMIT_FIELDS),
+                "description": "Empty: the owner's limits alone. None may be above the owner's.",
+            },
+        ),
+    )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         fields = (*super().get_readonly_fields(request, obj), "last_used_at")
@@ -240,6 +279,23 @@ class UsageRecordAdmin(ReadOnlyAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         return admin_actions.dashboard_view(self, request)
+
+
+@admin.register(LevelUsage)
+class LevelUsageAdmin(ReadOnlyAdmin):
+    list_display = (
+        "day",
+        "level",
+        "model",
+        "requests",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost",
+        "denied",
+    )
+    list_filter = ("model",)
+    date_hierarchy = "day"
+    search_fields = ("level", "model")
 
 
 @admin.register(QuotaAdjustment)

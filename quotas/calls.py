@@ -20,7 +20,7 @@ from .engine import CountersUnavailable, Decision, Usage
 from .exceptions import InvalidRequest, ProviderBusy, QuotaExceeded, QuotaUnavailable
 from .fallback import serving_model
 from .headers import rate_limit_headers
-from .models import AIModel
+from .models import AIModel, APIKey
 from .planning import MAX_TOKENS, Plan, plan_call
 from .services import Grant, service
 from .tokens import count_text_tokens
@@ -48,11 +48,15 @@ def _user_id(user: Any) -> int:
     return int(pk)
 
 
-def _quota_for(user: Any, user_id: int) -> policy.Quota:
+def _quota_for(user: Any, user_id: int, key: Any = None) -> policy.Quota:
     if getattr(user, "pk", None) is None:
         from django.contrib.auth import get_user_model
 
         user = get_user_model()(pk=user_id)
+    if key is not None:
+        if not isinstance(key, APIKey) or key.user_id != user_id:
+            raise InvalidRequest("'key' must be an API key of this user.", "key", "invalid_key")
+        return policy.quota_for_key(user, key)
     return policy.quota_for_user(user)
 
 
@@ -109,7 +113,7 @@ class MeteredCall:
         """The rate-limit headers of this call's decision."""
         if self.decision is None:
             return {}
-        return rate_limit_headers(self.decision, self.quota.policy().limits)
+        return rate_limit_headers(self.decision, self.quota.named_limits())
 
     # the end of the call --------------------------------------------------------------
 
@@ -235,9 +239,13 @@ def reserve(
     max_tokens: int | None = None,
     n: int = 1,
     tokens: int | None = None,
+    key: Any = None,
     **params: Any,
 ) -> MeteredCall:
     """Reserve one AI call's worst case for `user` under their tier; see MeteredCall.
+
+    `key`, one of the user's API keys, adds that key's own limits (and, always, the
+    user's team's) to the decision.
 
     Raises QuotaExceeded (nothing charged), QuotaBlocked, ProviderBusy, QuotaUnavailable
     or InvalidRequest.
@@ -247,6 +255,7 @@ def reserve(
         dict(model=model, messages=messages, tools=tools, max_tokens=max_tokens, n=n),
         tokens,
         params,
+        key,
     )
     steps = _take(call, catalogue)
     reply: Any = None
@@ -271,11 +280,11 @@ def reserve(
 
 
 def _planned(
-    user: Any, asked: dict[str, Any], tokens: Any, params: dict[str, Any]
+    user: Any, asked: dict[str, Any], tokens: Any, params: dict[str, Any], key: Any = None
 ) -> tuple[MeteredCall, dict[str, AIModel]]:
     """The call planned under the user's quota, not reserved yet."""
     user_id = _user_id(user)
-    quota = _quota_for(user, user_id)
+    quota = _quota_for(user, user_id, key)
     catalogue = policy.model_catalogue()
     plan = plan_call(quota, catalogue, tokens=tokens, params=params, **asked)
     completion_budget = plan.worst_tokens - plan.prompt_tokens
@@ -325,7 +334,7 @@ def _take(call: MeteredCall, catalogue: dict[str, AIModel]) -> Generator[TakeSte
     call.decision, call.grant = decision, grant
     if grant is None:
         raise QuotaExceeded.from_decision(
-            decision, limits=quota.policy().limits, asked=Usage(1, plan.worst_tokens, call.spend)
+            decision, limits=quota.named_limits(), asked=Usage(1, plan.worst_tokens, call.spend)
         )
 
 
@@ -374,7 +383,8 @@ class AsyncMeteredCall:
         kwargs = dict(self._kwargs)
         asked = {name: kwargs.pop(name, None) for name in RESERVE_ARGUMENTS}
         tokens = kwargs.pop("tokens", None)
-        call, catalogue = await sync_to_async(_planned)(self._user, asked, tokens, kwargs)
+        key = kwargs.pop("key", None)
+        call, catalogue = await sync_to_async(_planned)(self._user, asked, tokens, kwargs, key)
         steps = _take(call, catalogue)
         reply: Any = None
         try:

@@ -10,13 +10,14 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.paginator import Page, Paginator
 from django.db.models import F, Q, Sum
+from django.utils.html import format_html, format_html_join
 
 from . import ledger, services
 from .charts import Chart, bar_chart, usd
 from .engine import CountersUnavailable, Decision
 from .limit_kinds import BY_FIELD
 from .money import from_micros
-from .policy import quota_for_user
+from .policy import quota_for_team, quota_for_user
 
 NEAR_PERCENT = 80
 PER_PAGE = 50
@@ -117,6 +118,28 @@ def user_panel(user: Any, *, history: bool = False, live: bool = True) -> Panel:
         panel.chart = bar_chart(days, [r["total_tokens"] for r in rows], "tokens")
         panel.spend_chart = bar_chart(days, [r["cost"] for r in rows], "spend", money=True)
     return panel
+
+
+def team_standing(team: Any) -> str:
+    """A team's limits as meters (live from Redis), for its admin page."""
+    quota = quota_for_team(team)
+    try:
+        decision = services.service.team_usage(team.pk, quota)
+    except CountersUnavailable:
+        return UNREACHABLE
+    rows = [
+        format_html(
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            meter.label,
+            meter.used or "0",
+            "unlimited" if meter.limit is None else f"{meter.limit} ({meter.percent}%)",
+        )
+        for meter in meters(decision)
+    ]
+    head = format_html("<tr><th>{}</th><th>{}</th><th>{}</th></tr>", "Limit", "Used", "Of")
+    return format_html(
+        "<table>{}{}</table>", head, format_html_join("", "{}", ((r,) for r in rows))
+    )
 
 
 def _history(filters: dict[str, Any]) -> tuple[list[date], list[dict[str, Any]]]:

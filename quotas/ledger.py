@@ -11,8 +11,9 @@ from django.db.models import F, Sum
 
 from .conf import conf
 from .engine import Usage, Window, current_windows
-from .models import QuotaAdjustment, UsageRecord
-from .money import to_micros
+from .models import LevelUsage, QuotaAdjustment, UsageRecord
+from .money import from_micros, to_micros
+from .subjects import team_subject
 
 
 def window_day(window: Window) -> date:
@@ -54,6 +55,34 @@ def ledger_usage(user_id: int | None, window: Window) -> Usage:
         requests -= given["requests"] or 0
         tokens -= given["tokens"] or 0
     return Usage(requests=requests, tokens=tokens, spend=to_micros(totals["cost"] or 0))
+
+
+def level_usage(level: str, window: Window) -> Usage:
+    """What the ledger holds for a team ("t:5") or a key ("k:abc") in a window."""
+    first, last = window_days(window)
+    totals = LevelUsage.objects.filter(level=level, day__gte=first, day__lte=last).aggregate(
+        requests=Sum("requests"),
+        prompt=Sum("prompt_tokens"),
+        completion=Sum("completion_tokens"),
+        cost=Sum("cost"),
+    )
+    tokens = (totals["prompt"] or 0) + (totals["completion"] or 0)
+    return Usage(totals["requests"] or 0, tokens, to_micros(totals["cost"] or 0))
+
+
+def team_usage(team_id: int) -> dict[str, Any]:
+    """A team's usage today and this month, from the ledger (spend in USD)."""
+    day, month = current_windows(int(time.time() * 1_000_000), conf.TIME_ZONE)
+    out = {}
+    for name, window in (("today", day), ("this_month", month)):
+        used = level_usage(team_subject(team_id), window)
+        out[name] = {
+            "period": window.label,
+            "requests": used.requests,
+            "tokens": used.tokens,
+            "spend": str(from_micros(used.spend)),
+        }
+    return out
 
 
 def today() -> tuple[date, date, date]:

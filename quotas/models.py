@@ -181,6 +181,41 @@ class Tier(LimitValues):
             raise ValidationError(errors)
 
 
+class Team(LimitValues):
+    """Users sharing one budget: a member's call must pass their own limits and the team's.
+
+    The team's limits are its tier's with its own overrides on top (empty: the tier's
+    value; no tier and no override: the team level limits nothing).
+    """
+
+    name = models.CharField(max_length=100)
+    slug = models.SlugField(unique=True)
+    tier = models.ForeignKey(
+        Tier,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="teams",
+        help_text="The team's shared limits; empty: only the overrides below.",
+    )
+    blocked = models.BooleanField(default=False, help_text="Refuse every member's request.")
+    note = models.CharField(max_length=200, blank=True)
+
+    objects = PolicyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.requests_per_minute == 0:
+            raise ValidationError(
+                {"requests_per_minute": "Must be at least 1, or empty to use the tier's."}
+            )
+
+
 # Why the last default tier stays (the admin and the staff API answer with these).
 LAST_DEFAULT_UNSET = (
     "This is the default tier: users without a tier of their own would be refused. "
@@ -193,13 +228,21 @@ LAST_DEFAULT_DELETE = (
 
 
 class UserQuota(LimitValues):
-    """A user's tier, per-field overrides of it, or a block."""
+    """A user's tier, per-field overrides of it, their team, or a block."""
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="quota"
     )
     tier = models.ForeignKey(
         Tier, null=True, blank=True, on_delete=models.PROTECT, help_text="Empty: the default tier."
+    )
+    team = models.ForeignKey(
+        Team,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="members",
+        help_text="A team whose shared limits this user's calls must pass too.",
     )
     blocked = models.BooleanField(default=False, help_text="Refuse every request of this user.")
     note = models.CharField(max_length=200, blank=True)
@@ -225,19 +268,43 @@ class APIKeyManager(LibraryAPIKeyManager.from_queryset(APIKeyQuerySet)):  # type
         return keys.select_related("user")
 
 
-class APIKey(AbstractAPIKey):
-    """A user's API key: stored hashed, only its prefix in clear."""
+class APIKey(AbstractAPIKey, LimitValues):
+    """A user's API key: stored hashed, only its prefix in clear.
+
+    A key may have limits of its own (a tier and overrides, none above its owner's): a
+    call on it must pass the key's, the owner's and the owner's team's limits.
+    """
 
     objects: ClassVar[APIKeyManager] = APIKeyManager()
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"
     )
+    tier = models.ForeignKey(
+        Tier,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="api_keys",
+        help_text="Limits of this key's own; empty: only the overrides below.",
+    )
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta(AbstractAPIKey.Meta):
         verbose_name = "API key"
         verbose_name_plural = "API keys"
+
+    def __str__(self) -> str:
+        return str(self.name)
+
+    def clean(self) -> None:
+        super().clean()
+        from .policy import key_over_owner
+
+        if self.user_id is not None:
+            errors = key_over_owner(self)
+            if errors:
+                raise ValidationError(errors)
 
 
 class UsageRecord(models.Model):
@@ -275,43 +342,89 @@ class UsageRecord(models.Model):
         On PostgreSQL and SQLite this is one `INSERT ... ON CONFLICT DO UPDATE`, committed
         like any write; elsewhere an UPDATE, then an INSERT if no row was there.
         """
-        connection = connections[router.db_for_write(cls)]
-        if connection.vendor in _UPSERT_VENDORS:
-            added = tuple(name for name in _AMOUNTS if name in amounts)
-            if len(added) != len(amounts):
-                unknown = sorted(set(amounts) - set(added))
-                raise TypeError(f"UsageRecord has no amount {unknown}.")
-            sql = _upsert_sql(connection, added)
-            adapt = connection.ops.adapt_decimalfield_value
-            given = {name: amounts.get(name, 0) for name in _AMOUNTS}
-            given["cost"] = Decimal(given["cost"])
-            # A new row starts from the amounts, none below 0 (a correction that finds no
-            # row has nothing to correct); an existing row is moved by them.
-            start = [max(given[name], 0) for name in _AMOUNTS]
-            moves = [given[name] for name in added]
-            for values in (start, moves):
-                values[:] = [adapt(v, **MONEY) if isinstance(v, Decimal) else v for v in values]
-            params = [user_id, connection.ops.adapt_datefield_value(day), model, *start, *moves]
-            # Inside a transaction a failed statement must not abort it: a savepoint.
-            inside = transaction.atomic() if connection.in_atomic_block else nullcontext()
-            try:
-                with inside, connection.cursor() as cursor:
-                    cursor.execute(sql, params)
-            except IntegrityError:
-                if get_user_model().objects.filter(pk=user_id).exists():
-                    raise
-                # The user was deleted meanwhile, and their ledger rows with them.
-            return
+        try:
+            _add_to_ledger(cls, {"user_id": user_id, "day": day, "model": model}, amounts)
+        except IntegrityError:
+            if get_user_model().objects.filter(pk=user_id).exists():
+                raise
+            # The user was deleted meanwhile, and their ledger rows with them.
+
+
+class LevelUsage(models.Model):
+    """The ledger of a team or a key with limits: settled usage per day and model.
+
+    `level` is the subject whose counters it backs: "t:<team id>" or "k:<key id>". Rows
+    are written with the member's own `UsageRecord`, and survive the team or key.
+    """
+
+    level = models.CharField(max_length=160)
+    day = models.DateField(db_index=True)
+    model = models.CharField(max_length=100, blank=True)
+    requests = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    cost = models.DecimalField(**MONEY, default=Decimal(0), help_text="USD.")
+    denied = models.PositiveIntegerField(default=0, help_text="Requests refused by a limit.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["level", "day", "model"], name="quotas_level_usage_unique"
+            )
+        ]
+        ordering = ["-day", "level", "model"]
+        verbose_name = "team or key usage"
+        verbose_name_plural = "team and key usage"
+
+    def __str__(self) -> str:
+        return f"{self.level} {self.day} {self.model or '-'}"
+
+    @classmethod
+    def add(cls, level: str, day: Any, model: str, **amounts: Any) -> None:
+        """As `UsageRecord.add`, for one level's row."""
+        _add_to_ledger(cls, {"level": level, "day": day, "model": model}, amounts)
+
+
+def _add_to_ledger(table: type[models.Model], key: dict[str, Any], amounts: dict[str, Any]) -> None:
+    """Add amounts to the row of `table` at `key` (its unique fields), creating it if
+    needed, in one statement where the database can; raises IntegrityError for a key
+    that cannot be inserted (a foreign key gone)."""
+    connection = connections[router.db_for_write(table)]
+    manager: Any = table._default_manager
+    if connection.vendor not in _UPSERT_VENDORS:
         updates = {name: F(name) + value for name, value in amounts.items()}
-        rows = cls.objects.filter(user_id=user_id, day=day, model=model)
-        # A row for a user deleted meanwhile fails to insert and is dropped.
+        rows = manager.filter(**key)
         if rows.update(**updates):
             return
         try:
             with transaction.atomic():
-                cls.objects.create(user_id=user_id, day=day, model=model, **amounts)
+                manager.create(**key, **amounts)
         except IntegrityError:  # created by a concurrent request in between
-            rows.update(**updates)
+            if not rows.update(**updates):
+                raise
+        return
+    added = tuple(name for name in _AMOUNTS if name in amounts)
+    if len(added) != len(amounts):
+        unknown = sorted(set(amounts) - set(added))
+        raise TypeError(f"{table.__name__} has no amount {unknown}.")
+    sql = _upsert_sql(connection, table, tuple(key), added)
+    adapt = connection.ops.adapt_decimalfield_value
+    given = {name: amounts.get(name, 0) for name in _AMOUNTS}
+    given["cost"] = Decimal(given["cost"])
+    # A new row starts from the amounts, none below 0 (a correction that finds no row has
+    # nothing to correct); an existing row is moved by them.
+    start = [max(given[name], 0) for name in _AMOUNTS]
+    moves = [given[name] for name in added]
+    for values in (start, moves):
+        values[:] = [adapt(v, **MONEY) if isinstance(v, Decimal) else v for v in values]
+    keys = [
+        connection.ops.adapt_datefield_value(value) if name == "day" else value
+        for name, value in key.items()
+    ]
+    # Inside a transaction a failed statement must not abort it: a savepoint.
+    inside = transaction.atomic() if connection.in_atomic_block else nullcontext()
+    with inside, connection.cursor() as cursor:
+        cursor.execute(sql, [*keys, *start, *moves])
 
 
 # Databases whose `INSERT ... ON CONFLICT (...) DO UPDATE` adds to a ledger row in one step.
@@ -319,27 +432,29 @@ _UPSERT_VENDORS = frozenset({"postgresql", "sqlite"})
 _AMOUNTS = ("requests", "prompt_tokens", "completion_tokens", "cost", "denied")
 
 
-_upserts: dict[tuple[str, tuple[str, ...]], str] = {}
+_upserts: dict[tuple[str, str, tuple[str, ...]], str] = {}
 
 
-def _upsert_sql(connection: Any, added: tuple[str, ...]) -> str:
+def _upsert_sql(
+    connection: Any, table: type[models.Model], key: tuple[str, ...], added: tuple[str, ...]
+) -> str:
     """The statement creating a ledger row or adding the `added` amounts to it.
 
     It takes the row's key and every amount for a new row, then the `added` amounts.
     """
-    sql = _upserts.get((connection.vendor, added))
+    sql = _upserts.get((connection.vendor, table.__name__, added))
     if sql is None:
         quote = connection.ops.quote_name
-        meta = UsageRecord._meta
+        meta = table._meta
         # Every name here is a concrete field, never a reverse relation.
         field = cast("Callable[[str], models.Field[Any, Any]]", meta.get_field)
-        table = quote(meta.db_table)
-        keys = [quote(field(name).column) for name in ("user", "day", "model")]
-        columns = [quote(field(name).column) for name in _AMOUNTS]
-        sets = [f"{quote(field(name).column)}" for name in added]
-        action = "UPDATE SET " + ", ".join(f"{c} = {table}.{c} + %s" for c in sets)
-        sql = _upserts[connection.vendor, added] = (
-            f"INSERT INTO {table} ({', '.join(keys + columns)}) "
+        name = quote(meta.db_table)
+        keys = [quote(field(k.removesuffix("_id")).column) for k in key]
+        columns = [quote(field(c).column) for c in _AMOUNTS]
+        sets = [f"{quote(field(c).column)}" for c in added]
+        action = "UPDATE SET " + ", ".join(f"{c} = {name}.{c} + %s" for c in sets)
+        sql = _upserts[connection.vendor, table.__name__, added] = (
+            f"INSERT INTO {name} ({', '.join(keys + columns)}) "
             f"VALUES ({', '.join(['%s'] * (len(keys) + len(columns)))}) "
             f"ON CONFLICT ({', '.join(keys)}) DO {action if added else 'NOTHING'}"
         )

@@ -6,7 +6,7 @@ reservations still in flight (leases not yet settled) took from that window.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -15,8 +15,9 @@ from django.contrib.auth import get_user_model
 
 from .conf import conf
 from .engine import Policy, QuotaEngine, Usage, Window, current_windows
-from .ledger import ledger_usage, window_days
-from .subjects import user_subject
+from .ledger import ledger_usage, level_usage, window_days
+from .models import UserQuota
+from .subjects import team_subject, user_subject
 
 FIELDS = ("requests", "tokens", "spend")
 HASH_FIELDS = ("r", "t", "s")  # the window hash's field for each of FIELDS
@@ -91,13 +92,35 @@ def check_user(
     The counters and the leases are read in one watched transaction, and a repair is
     applied only if neither changed in between, so concurrent reservations stay counted.
     """
-    subject = user_subject(user_id)
+    team_id = UserQuota.objects.filter(user_id=user_id).values_list("team_id", flat=True).first()
+    subject = user_subject(user_id, team_id)
+    return check_subject(
+        engine, subject, lambda w: ledger_usage(user_id, w), user_id, username, fix=fix
+    )
+
+
+def check_team(engine: QuotaEngine, team_id: int, *, fix: bool = False) -> list[WindowCheck]:
+    """A team's current day and month against its ledger; with `fix`, repaired."""
+    subject = team_subject(team_id)
+    return check_subject(engine, subject, lambda w: level_usage(subject, w), 0, subject, fix=fix)
+
+
+def check_subject(
+    engine: QuotaEngine,
+    subject: str,
+    read_ledger: Callable[[Window], Usage],
+    user_id: int,
+    username: str,
+    *,
+    fix: bool = False,
+) -> list[WindowCheck]:
+    """One subject's current day and month against `read_ledger`; with `fix`, repaired."""
     policy = Policy(time_zone=conf.TIME_ZONE, track_usage=True, rehydrate=True)
     lease_us = int(conf.LEASE_SECONDS * 1_000_000)
     checks: list[WindowCheck] = []
     for _attempt in range(ATTEMPTS):
         # Peeking creates a missing window from the ledger, as any decision would.
-        decision = engine.peek(subject, policy, seeder=lambda _s, w: ledger_usage(user_id, w))
+        decision = engine.peek(subject, policy, seeder=lambda _s, w: read_ledger(w))
         if decision.day is None or decision.month is None:  # pragma: no cover - always set
             raise RuntimeError("The engine did not say which windows are current.")
         windows = (decision.day, decision.month)
@@ -108,7 +131,7 @@ def check_user(
             # The ledger is read once the counters are watched: a settlement writes the
             # ledger before it releases its lease, so one that lands in between is either
             # in both readings (counted twice, never missed) or makes the repair retry.
-            ledgers = [ledger_usage(user_id, w) for w in windows]
+            ledgers = [read_ledger(w) for w in windows]
             # Every lease still in the set counts: the window holds its reservation until
             # it is settled, expired or not (a late settlement still finds it).
             leases = pipe.zrange(lease_key, 0, -1, withscores=True)

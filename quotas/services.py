@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
+from datetime import date
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -24,12 +25,12 @@ from .engine import (
 from .engine import limits as codes
 from .engine.engine import unavailable_on_error
 from .engine_factory import get_async_engine, get_engine
-from .ledger import ledger_usage, window_day
-from .models import UsageRecord
+from .ledger import ledger_usage, level_usage, window_day
+from .models import LevelUsage, UsageRecord, UserQuota
 from .money import from_micros, to_micros
 from .policy import Quota
-from .reconcile import WindowCheck, check_user, reconcile
-from .subjects import ORG_SUBJECT, user_subject
+from .reconcile import WindowCheck, check_team, check_user, reconcile
+from .subjects import ORG_SUBJECT, ledger_level, team_subject
 from .upstream import UpstreamLimiter
 
 logger = logging.getLogger("quotas")
@@ -40,11 +41,20 @@ class Blocked(Exception):
 
 
 def _seed_from_ledger(subject: str, window: Window) -> Usage:
-    if subject == ORG_SUBJECT:
+    level = ledger_level(subject)
+    if level == ORG_SUBJECT:
         return replace(ledger_usage(None, window), requests=0, tokens=0)
-    if subject.startswith("u:"):
-        return ledger_usage(int(subject[2:]), window)
+    if level.startswith("u:"):
+        return ledger_usage(int(level[2:]), window)
+    if level.startswith(("t:", "k:")):
+        return level_usage(level, window)
     return Usage()
+
+
+def add_to_levels(reservation: Reservation, day: date, model: str, **amounts: Any) -> None:
+    """The ledger rows of the levels (team, key) a reservation charged."""
+    for subject, _rates in reservation.levels:
+        LevelUsage.add(ledger_level(subject), day, model, **amounts)
 
 
 @dataclass(frozen=True)
@@ -82,8 +92,11 @@ class QuotaService:
     def check_request(self, subject: str, quota: Quota, *, track_usage: bool) -> Decision:
         """Charge one request against the request limits of `quota` (rate, burst, per day)."""
         policy = quota.policy(budgets=False, track_usage=track_usage)
+        levels = quota.levels(subject, budgets=False) if track_usage else ()
         self.recover()
-        return self.engine.reserve(subject, policy, now=self._now(), seeder=_seed_from_ledger)
+        return self.engine.reserve(
+            subject, policy, now=self._now(), seeder=_seed_from_ledger, levels=levels
+        )
 
     # AI calls -----------------------------------------------------------------------
 
@@ -200,8 +213,10 @@ class QuotaService:
         self, user_id: int, quota: Quota, tokens: int, spend: int, watch: tuple[str, ...]
     ) -> dict[str, Any]:
         """The engine's reserve arguments for one AI call of a user, with its lease."""
+        subject = quota.subject(user_id)
         return {
-            "subject": user_subject(user_id),
+            "subject": subject,
+            "levels": quota.levels(subject),
             "policy": quota.policy(),
             "tokens": tokens,
             "spend": spend,
@@ -272,14 +287,8 @@ class QuotaService:
                 model=model,
             )
             return
-        await sync_to_async(UsageRecord.add)(
-            grant.user_id,
-            window_day(grant.reservation.day),
-            model or grant.model,
-            requests=1,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            cost=from_micros(cost),
+        await sync_to_async(self._book)(
+            grant, model or grant.model, prompt_tokens, completion_tokens, cost
         )
         try:
             await get_async_engine().settle(
@@ -320,15 +329,7 @@ class QuotaService:
                 cost=cost,
             )
             return
-        UsageRecord.add(
-            grant.user_id,
-            window_day(grant.reservation.day),
-            model or grant.model,
-            requests=1,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            cost=from_micros(cost),
-        )
+        self._book(grant, model or grant.model, prompt_tokens, completion_tokens, cost)
         try:
             self.engine.settle(
                 grant.reservation, tokens=prompt_tokens + completion_tokens, spend=cost
@@ -405,9 +406,14 @@ class QuotaService:
         (and the user is corrected again at the next decision) if the counters kept
         changing; raises `CountersUnavailable` (likewise) if Redis cannot be reached.
         """
+        team_id = (
+            UserQuota.objects.filter(user_id=user_id).values_list("team_id", flat=True).first()
+        )
         try:
             with unavailable_on_error():
                 checks = check_user(self.engine, user_id, "", fix=True)
+                if team_id is not None:  # the team's counters missed the outage too
+                    checks += check_team(self.engine, team_id, fix=True)
         except CountersUnavailable:
             ledger_mode.mark_dirty(user_id)
             raise
@@ -430,18 +436,48 @@ class QuotaService:
     def bump_policy_version(self) -> int:
         return self.engine.bump_policy_version()
 
+    def _book(
+        self, grant: Grant, model: str, prompt_tokens: int, completion_tokens: int, cost: int
+    ) -> None:
+        """A settled call's ledger rows: the user's and each level's (team, key)."""
+        amounts = {
+            "requests": 1,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "cost": from_micros(cost),
+        }
+        day = window_day(grant.reservation.day)
+        UsageRecord.add(grant.user_id, day, model, **amounts)
+        add_to_levels(grant.reservation, day, model, **amounts)
+
     def record_denial(self, user_id: int, decision: Decision, model: str) -> None:
         day = window_day(decision.day) if decision.day else None
-        if day is not None:
-            UsageRecord.add(user_id, day, model, denied=1)
+        if day is None:
+            return
+        UsageRecord.add(user_id, day, model, denied=1)
+        level, _, _limit = (decision.denied_by or "").partition(".")
+        subjects = decision.level_subjects
+        if level in subjects:  # a team or key limit refused: its ledger counts it too
+            LevelUsage.add(ledger_level(subjects[level]), day, model, denied=1)
 
     # reading ------------------------------------------------------------------------
+
+    def team_usage(self, team_id: int, quota: Quota) -> Decision:
+        """Where every limit of a team stands (`quota`: the team's own), charging nothing."""
+        return self.engine.peek(
+            team_subject(team_id), quota.policy(), now=self._now(), seeder=_seed_from_ledger
+        )
 
     def usage(self, user_id: int, quota: Quota) -> Decision:
         """Where every limit of a user stands, charging nothing."""
         self.recover()
+        subject = quota.subject(user_id)
         return self.engine.peek(
-            user_subject(user_id), quota.policy(), now=self._now(), seeder=_seed_from_ledger
+            subject,
+            quota.policy(),
+            now=self._now(),
+            seeder=_seed_from_ledger,
+            levels=quota.levels(subject),
         )
 
 

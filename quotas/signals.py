@@ -9,7 +9,7 @@ from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
 from . import policy
-from .models import AIModel, APIKey, Tier, UserQuota
+from .models import AIModel, APIKey, Team, Tier, UserQuota
 from .policy_writes import APIKeyQuerySet, policy_changed
 
 
@@ -18,10 +18,12 @@ from .policy_writes import APIKeyQuerySet, policy_changed
 @receiver(post_delete, sender=Tier)
 @receiver(post_save, sender=UserQuota)
 @receiver(post_delete, sender=UserQuota)
-@receiver(post_save, sender=AIModel)
-@receiver(post_delete, sender=AIModel)
+@receiver(post_save, sender=Team)
+@receiver(post_delete, sender=Team)
 @receiver(post_save, sender=APIKey)
 @receiver(post_delete, sender=APIKey)
+@receiver(post_save, sender=AIModel)
+@receiver(post_delete, sender=AIModel)
 @receiver(m2m_changed, sender=Tier.allowed_models.through)
 def quotas_changed(**kwargs: Any) -> None:
     fields = kwargs.get("update_fields")

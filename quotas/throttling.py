@@ -14,8 +14,8 @@ from .conf import conf
 from .engine import CountersUnavailable, Decision
 from .exceptions import NoTier
 from .headers import retry_after_seconds
+from .models import APIKey
 from .services import QuotaService, service
-from .subjects import user_subject
 
 logger = logging.getLogger("quotas")
 
@@ -95,11 +95,12 @@ class TierRateThrottle(BaseThrottle):
         """(subject, quota, is a user) for this request."""
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:
-            quota = policy.quota_for_user(user)
+            key = getattr(request, "auth", None)
+            quota = policy.quota_for_key(user, key if isinstance(key, APIKey) else None)
             if quota.blocked:
                 raise PermissionDenied("This account's quota is blocked.", code="blocked")
             refuse_without_tier(quota)
-            return user_subject(user.pk), quota, True
+            return quota.subject(user.pk), quota, True
         address = client_ip(request.META, conf.NUM_PROXIES)
         quota = policy.quota_for_anonymous()
         refuse_without_tier(quota)
@@ -117,7 +118,7 @@ class TierRateThrottle(BaseThrottle):
         self.decision = decision
         raw = getattr(request, "_request", request)
         setattr(raw, DECISION_ATTR, decision)
-        setattr(raw, LIMITS_ATTR, quota.policy(budgets=False, track_usage=is_user).limits)
+        setattr(raw, LIMITS_ATTR, quota.named_limits(budgets=False))
         return decision.allowed
 
     def wait(self) -> float:

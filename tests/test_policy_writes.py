@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
-from quotas.models import AIModel, APIKey, Tier, UserQuota
+from quotas.models import AIModel, APIKey, Team, Tier, UserQuota
 from quotas.policy import PolicyCache, Quota, quota_from_tier
 from quotas.services import service
 
@@ -81,6 +81,13 @@ def test_a_queryset_delete_bumps_the_version(pro, ada) -> None:
     UserQuota.objects.create(user=ada, tier=pro)
     before = version()
     UserQuota.objects.filter(user=ada).delete()
+    assert version() > before
+
+
+def test_a_team_update_bumps_the_version(pro) -> None:
+    team = Team.objects.create(name="Acme", slug="acme", tier=pro)
+    before = version()
+    Team.objects.filter(pk=team.pk).update(blocked=True)
     assert version() > before
 
 

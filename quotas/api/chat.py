@@ -17,6 +17,7 @@ from .. import calls, policy, upstream
 from ..conf import conf
 from ..engine import CountersUnavailable
 from ..exceptions import InvalidRequest
+from ..models import APIKey
 from ..services import service
 from ..throttling import DECISION_ATTR, LIMITS_ATTR
 from .chat_input import parse_body, parse_chat_request
@@ -148,9 +149,10 @@ class ChatCompletionsView(CallerAPIView):
     def post(self, request: Request) -> Any:
         chat = parse_chat_request(parse_body(read_body(request)))
         body = chat.params
-        call = calls.reserve(request.user, **calls.reserve_arguments(body))
+        key = request.auth if isinstance(request.auth, APIKey) else None
+        call = calls.reserve(request.user, key=key, **calls.reserve_arguments(body))
         setattr(request._request, DECISION_ATTR, call.decision)
-        setattr(request._request, LIMITS_ATTR, call.quota.policy().limits)
+        setattr(request._request, LIMITS_ATTR, call.quota.named_limits())
         headers = {DOWNGRADE_HEADER: call.requested_model} if call.downgraded else {}
         forward = call.provider_request(body)
         if chat.stream:
@@ -206,7 +208,7 @@ class ModelsView(CallerAPIView):
     throttle_classes: list[Any] = []
 
     def get(self, request: Request) -> Response:
-        quota = caller_quota(request.user)
+        quota = caller_quota(request)
         catalogue = policy.model_catalogue()
         names = [n for n in quota.allowed_models if n in catalogue] or sorted(catalogue)
         created = int(time.time())

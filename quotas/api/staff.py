@@ -26,16 +26,18 @@ from rest_framework.throttling import BaseThrottle
 from rest_framework.validators import UniqueValidator
 
 from ..authentication import APIKeyAuthentication
+from ..ledger import team_usage
 from ..models import (
     LAST_DEFAULT_DELETE,
     LAST_DEFAULT_UNSET,
     LIMIT_FIELDS,
     AIModel,
     APIKey,
+    Team,
     Tier,
     UserQuota,
 )
-from ..policy import quota_for_user
+from ..policy import key_over_owner, quota_for_user
 from .errors import error_response, exception_handler
 
 M = TypeVar("M", bound=Model)
@@ -137,11 +139,23 @@ class UserQuotaSerializer(serializers.ModelSerializer[UserQuota]):
     tier = serializers.SlugRelatedField(
         slug_field="slug", queryset=Tier.objects.all(), required=False, allow_null=True
     )
+    team = serializers.SlugRelatedField(
+        slug_field="slug", queryset=Team.objects.all(), required=False, allow_null=True
+    )
     effective = serializers.SerializerMethodField(help_text="The limits that apply, overrides in.")
 
     class Meta:
         model = UserQuota
-        fields = ("user", "username", "tier", "blocked", *LIMIT_FIELDS, "note", "effective")
+        fields = (
+            "user",
+            "username",
+            "tier",
+            "team",
+            "blocked",
+            *LIMIT_FIELDS,
+            "note",
+            "effective",
+        )
 
     def validate_user(self, user: Any) -> Any:
         if self.instance is not None and user != self.instance.user:
@@ -176,11 +190,52 @@ class UserQuotaViewSet(StaffViewSet[UserQuota], viewsets.ModelViewSet[UserQuota]
         return rows
 
 
+class TeamSerializer(serializers.ModelSerializer[Team]):
+    tier = serializers.SlugRelatedField(
+        slug_field="slug", queryset=Tier.objects.all(), required=False, allow_null=True
+    )
+    members = serializers.SerializerMethodField(help_text="Usernames of the team's members.")
+    usage = serializers.SerializerMethodField(help_text="The team's usage today and this month.")
+
+    class Meta:
+        model = Team
+        fields = ("slug", "name", "tier", "blocked", *LIMIT_FIELDS, "note", "members", "usage")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("requests_per_minute") == 0:
+            raise serializers.ValidationError(
+                {"requests_per_minute": "Must be at least 1, or null to use the tier's."}
+            )
+        return attrs
+
+    def get_members(self, team: Team) -> list[str]:
+        return [q.user.get_username() for q in team.members.all()]
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_usage(self, team: Team) -> dict[str, Any]:
+        return team_usage(team.pk)
+
+
+class TeamViewSet(StaffViewSet[Team], viewsets.ModelViewSet[Team]):
+    """Teams: users sharing one budget. A member's call passes their limits and the team's."""
+
+    queryset = Team.objects.select_related("tier").prefetch_related("members__user")
+    serializer_class = TeamSerializer
+    lookup_field = "slug"
+
+
 class APIKeySerializer(serializers.ModelSerializer[APIKey]):
     user = serializers.PrimaryKeyRelatedField(queryset=get_user_model().objects.all())
     name = serializers.CharField(max_length=50, help_text="A free-form name for the key.")
     username = serializers.CharField(source="user.get_username", read_only=True)
     has_expired = serializers.BooleanField(read_only=True)
+    tier = serializers.SlugRelatedField(
+        slug_field="slug",
+        queryset=Tier.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="Limits of the key's own (none above its owner's); null: only the overrides.",
+    )
 
     class Meta:
         model = APIKey
@@ -194,8 +249,19 @@ class APIKeySerializer(serializers.ModelSerializer[APIKey]):
             "last_used_at",
             "revoked",
             "has_expired",
+            "tier",
+            *LIMIT_FIELDS,
         )
         read_only_fields = ("prefix", "created", "last_used_at", "revoked")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        names = ("user", "tier", *LIMIT_FIELDS)
+        merged = {f: getattr(self.instance, f) for f in names} if self.instance else {}
+        merged.update({k: v for k, v in attrs.items() if k in names})
+        errors = key_over_owner(APIKey(**merged)) if merged.get("user") else {}
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
 
 
 class IssuedKeySerializer(APIKeySerializer):

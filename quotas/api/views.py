@@ -20,6 +20,7 @@ from ..engine import CountersUnavailable, Decision
 from ..exceptions import NoTier, QuotaBlocked
 from ..headers import add_rate_limit_headers, rate_limit_headers
 from ..limit_kinds import kind_of
+from ..models import APIKey
 from ..money import from_micros
 from ..services import service
 from ..throttling import DECISION_ATTR, LIMITS_ATTR
@@ -49,9 +50,11 @@ class CallerAPIView(QuotaHeadersMixin, APIView):
         return exception_handler
 
 
-def caller_quota(user: Any) -> policy.Quota:
-    """The caller's quota; a blocked account, or one no tier applies to, is refused."""
-    quota = policy.quota_for_user(user)
+def caller_quota(request: Request) -> policy.Quota:
+    """The caller's quota (with their key's limits); a blocked account (or team), or one
+    no tier applies to, is refused."""
+    key = request.auth if isinstance(request.auth, APIKey) else None
+    quota = policy.quota_for_key(request.user, key)
     if quota.blocked:
         raise QuotaBlocked("This account's quota is blocked.")
     if quota.no_tier:
@@ -69,7 +72,7 @@ REFUSAL_HEADERS = frozenset({"Retry-After", "retry-after-ms", "x-should-retry"})
 
 def usage_headers(decision: Decision, quota: policy.Quota) -> dict[str, str]:
     """Every limit's headers, read without charging anything (so nothing was refused)."""
-    headers = rate_limit_headers(decision, quota.policy().limits)
+    headers = rate_limit_headers(decision, quota.named_limits())
     return {name: value for name, value in headers.items() if name not in REFUSAL_HEADERS}
 
 
@@ -79,10 +82,13 @@ def _iso(now_us: int, after: float) -> str:
 
 
 def quota_report(quota: policy.Quota, decision: Decision) -> dict[str, Any]:
-    """The caller's limits, usage, remaining and reset times."""
-    limits: dict[str, Any] = {}
-    policy_limits = quota.policy().limits
+    """The caller's limits, usage, remaining and reset times; their team's and their key's
+    too, and which limit of any level is nearest to running out."""
+    levels: dict[str, dict[str, Any]] = {"": {}, "team": {}, "key": {}}
+    nearest: tuple[float, str, str] | None = None
+    policy_limits = quota.named_limits()
     for state in decision.states:
+        level, _, name = state.name.rpartition(".")
         entry: dict[str, Any] = {
             "limit": state.limit,
             "used": state.used,
@@ -90,7 +96,7 @@ def quota_report(quota: policy.Quota, decision: Decision) -> dict[str, Any]:
             "reset_seconds": round(state.reset_after, 3),
             "resets_at": _iso(decision.now_us, state.reset_after),
         }
-        kind = kind_of(state.name, state.code)
+        kind = kind_of(name, state.code)
         if kind.period == "rate":  # the rate as set, per minute, and how many at once
             entry.update(limit=shown_limit(state, policy_limits), burst=state.limit)
             entry["per_minute"] = entry["limit"]
@@ -104,7 +110,11 @@ def quota_report(quota: policy.Quota, decision: Decision) -> dict[str, Any]:
         if kind.period == "in_flight":
             entry.pop("reset_seconds")
             entry.pop("resets_at")
-        limits[state.name] = entry
+        levels.setdefault(level, {})[name] = entry
+        share = 1.0 if state.limit == 0 else state.used / state.limit
+        if nearest is None or share > nearest[0]:
+            nearest = (share, level or "user", name)
+    limits = levels[""]
     if quota.max_tokens_per_request is not None:
         limits["max_tokens_per_request"] = {"limit": quota.max_tokens_per_request}
 
@@ -116,7 +126,7 @@ def quota_report(quota: policy.Quota, decision: Decision) -> dict[str, Any]:
             "spend": str(from_micros(u.spend)),
         }
 
-    return {
+    report: dict[str, Any] = {
         "object": "quota",
         "tier": {"slug": quota.tier_slug, "name": quota.tier_name},
         "blocked": quota.blocked,
@@ -133,6 +143,17 @@ def quota_report(quota: policy.Quota, decision: Decision) -> dict[str, Any]:
             "degrade_at_percent": quota.degrade_at_percent,
         },
     }
+    if quota.team is not None:
+        report["team"] = {"slug": quota.team_slug, "limits": levels["team"]}
+    if quota.key is not None:
+        report["key"] = {"limits": levels["key"]}
+    if nearest is not None:
+        report["nearest"] = {
+            "level": nearest[1],
+            "limit": nearest[2],
+            "percent_used": round(nearest[0] * 100, 1),
+        }
+    return report
 
 
 class QuotaView(CallerAPIView):
@@ -144,7 +165,7 @@ class QuotaView(CallerAPIView):
     throttle_classes: list[Any] = []
 
     def get(self, request: Request) -> Response:
-        quota = caller_quota(request.user)
+        quota = caller_quota(request)
         try:
             decision = read_usage(request.user, quota)
         except CountersUnavailable:

@@ -16,7 +16,7 @@ from .engine import (
     _lua,
     unavailable_on_error,
 )
-from .limits import Decision, Policy, Reservation, Usage, Window
+from .limits import Decision, Level, Policy, Reservation, Usage, Window
 
 
 def connect_async(url: str | None) -> Any:
@@ -58,12 +58,13 @@ class AsyncQuotaEngine(EngineLayout):
         now: float | None = None,
         seeder: Seeder | None = None,
         watch: tuple[str, ...] = (),
+        levels: tuple[Level, ...] = (),
     ) -> Decision:
         """As `QuotaEngine.reserve`."""
         member = self._member(lease, requests, tokens, spend)
         watched = tuple(self.key(other, "hold") for other in watch)
         steps = self._steps(
-            subject, policy, "charge", member, requests, tokens, spend, lease_seconds, now
+            subject, policy, "charge", member, requests, tokens, spend, lease_seconds, now, levels
         )
         reply: Any = None
         while True:
@@ -74,12 +75,12 @@ class AsyncQuotaEngine(EngineLayout):
             if step[0] == "reserve":
                 reply = await self._call_reserve(step[1], step[2], watched)
             else:
-                window, now_us = step[1], step[2]
+                _, each, window, now_us = step
                 if seeder is None:
                     usage = Usage()
                 else:
-                    usage = await asyncio.to_thread(seeder, subject, window)
-                await self.seed(subject, window, usage, now_us=now_us)
+                    usage = await asyncio.to_thread(seeder, each, window)
+                await self.seed(each, window, usage, now_us=now_us)
                 reply = None
 
     async def _call_reserve(
