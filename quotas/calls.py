@@ -30,7 +30,7 @@ logger = logging.getLogger("quotas")
 
 # The request parameters `reserve` takes by name; the rest of a body passes through.
 RESERVE_ARGUMENTS = ("model", "messages", "tools", "max_tokens", "n")
-OUTPUT_CAPS = ("max_tokens", "max_completion_tokens")
+OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
 
 def reserve_arguments(body: dict[str, Any]) -> dict[str, Any]:
@@ -73,6 +73,8 @@ class MeteredCall:
         self.decision: Decision | None = None
         self.grant: Grant | None = None
         self.done = False
+        # Whether the tier's fallback model may serve this call (not for embeddings).
+        self.may_fall_back = True
 
     # what the caller reads ------------------------------------------------------------
 
@@ -233,10 +235,13 @@ def reserve(
     max_tokens: int | None = None,
     n: int = 1,
     tokens: int | None = None,
+    fallback: bool = True,
     **params: Any,
 ) -> MeteredCall:
     """Reserve one AI call's worst case for `user` under their tier; see MeteredCall.
 
+    `tokens` reserves exactly that many (e.g. an embedding's counted input) instead of
+    the estimate; `fallback=False` never serves the tier's fallback model instead.
     Raises QuotaExceeded (nothing charged), QuotaBlocked, ProviderBusy, QuotaUnavailable
     or InvalidRequest.
     """
@@ -246,6 +251,7 @@ def reserve(
         tokens,
         params,
     )
+    call.may_fall_back = fallback
     steps = _take(call, catalogue)
     reply: Any = None
     try:
@@ -254,9 +260,11 @@ def reserve(
             if step[0] == "reserve":
                 reply = service.reserve(call.user_id, call.quota, **step[1])
             elif step[0] == "refund":
-                reply = service.refund(step[1])
+                service.refund(step[1])
+                reply = None
             else:
-                reply = service.record_denial(call.user_id, *step[1])
+                service.record_denial(call.user_id, *step[1])
+                reply = None
     except StopIteration:
         pass
     except CountersUnavailable:
@@ -307,7 +315,9 @@ def _take(call: MeteredCall, catalogue: dict[str, AIModel]) -> Generator[TakeSte
         )
 
     fallback = catalogue.get(quota.fallback_model or "")
-    can_degrade = bool(quota.degrade_at_percent and fallback and fallback != plan.model)
+    can_degrade = bool(
+        call.may_fall_back and quota.degrade_at_percent and fallback and fallback != plan.model
+    )
     decision, grant = yield attempt(plan.model, record_denial=not can_degrade)
     charged = {"dt": plan.worst_tokens, "dr": 1, "ms": call.spend}
     if can_degrade and fallback is not None:
@@ -368,7 +378,9 @@ class AsyncMeteredCall:
         kwargs = dict(self._kwargs)
         asked = {name: kwargs.pop(name, None) for name in RESERVE_ARGUMENTS}
         tokens = kwargs.pop("tokens", None)
+        may_fall_back = kwargs.pop("fallback", True)
         call, catalogue = await sync_to_async(_planned)(self._user, asked, tokens, kwargs)
+        call.may_fall_back = bool(may_fall_back)
         steps = _take(call, catalogue)
         reply: Any = None
         try:
@@ -377,9 +389,11 @@ class AsyncMeteredCall:
                 if step[0] == "reserve":
                     reply = await service.areserve(call.user_id, call.quota, **step[1])
                 elif step[0] == "refund":
-                    reply = await service.arefund(step[1])
+                    await service.arefund(step[1])
+                    reply = None
                 else:
-                    reply = await sync_to_async(service.record_denial)(call.user_id, *step[1])
+                    await sync_to_async(service.record_denial)(call.user_id, *step[1])
+                    reply = None
         except StopIteration:
             pass
         except CountersUnavailable:

@@ -200,6 +200,58 @@ def _chunks(stream: openai.Stream[Any]) -> Iterator[dict[str, Any]]:
         stream.close()
 
 
+def responses(params: dict[str, Any]) -> dict[str, Any]:
+    """One Responses API call; the provider's JSON answer."""
+    arguments = _passed_through(params, stream=False)
+    try:
+        raw = client().responses.with_raw_response.create(**arguments)
+        answer = raw.http_response.json()
+    except (openai.APIError, ValueError) as exc:
+        raise _translate(exc) from exc
+    if not isinstance(answer, dict) or not isinstance(answer.get("output"), list):
+        raise UpstreamError(502, "The AI provider answered with something other than a response.")
+    return answer
+
+
+def responses_stream(params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A streamed Responses API call, event by event (`type` in each), as `chat_stream`."""
+    arguments = _passed_through(params, stream=True)
+    try:
+        stream = client().responses.create(**arguments)
+    except (openai.APIError, ValueError) as exc:
+        raise _translate(exc) from exc
+    return _chunks(stream)
+
+
+def embeddings(params: dict[str, Any]) -> dict[str, Any]:
+    """One embeddings call; the provider's JSON answer (floats unless base64 is asked)."""
+    arguments = _passed_through(params, stream=False)
+    extra = arguments.pop("extra_body", {})
+    arguments["model"], arguments["input"] = extra.pop("model", None), extra.pop("input", None)
+    arguments["encoding_format"] = extra.pop("encoding_format", None) or "float"
+    if extra:
+        arguments["extra_body"] = extra
+    try:
+        raw = client().embeddings.with_raw_response.create(**arguments)
+        answer = raw.http_response.json()
+    except (openai.APIError, ValueError) as exc:
+        raise _translate(exc) from exc
+    if not isinstance(answer, dict) or not isinstance(answer.get("data"), list):
+        raise UpstreamError(502, "The AI provider answered with something other than embeddings.")
+    return answer
+
+
+def _passed_through(params: dict[str, Any], *, stream: bool) -> dict[str, Any]:
+    """Every parameter in `extra_body`, as sent, so the SDK neither checks nor drops any."""
+    arguments: dict[str, Any] = {"timeout": conf.UPSTREAM_TIMEOUT}
+    extra = {k: v for k, v in params.items() if k != "stream"}
+    if stream:
+        arguments["stream"] = True
+    if extra:
+        arguments["extra_body"] = extra
+    return arguments
+
+
 def _arguments(params: dict[str, Any], *, stream: bool) -> dict[str, Any]:
     if "model" not in params or "messages" not in params:
         raise ValueError("A chat completion needs 'model' and 'messages'.")

@@ -252,7 +252,7 @@ def test_blocked_user_is_a_403(make_caller, mock) -> None:
     assert ledger(caller.user)["requests"] == 0
 
 
-@pytest.mark.parametrize("path", ["/v1/embeddings", "/v1/chat/completion", "/v1/"])
+@pytest.mark.parametrize("path", ["/v1/embeddings/", "/v1/chat/completion", "/v1/", "/v1"])
 def test_unknown_v1_path_is_a_404_in_json(caller, mock, path) -> None:
     response = caller.client().get(path)
 

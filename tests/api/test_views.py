@@ -143,7 +143,7 @@ def test_redis_down_answers_503(client, settings):
     assert response.json()["error"]["code"] == "quota_unavailable"
 
 
-@pytest.mark.parametrize("path", ["/v1/responses", "/v1/embeddings", "/v1/chat/completions/"])
+@pytest.mark.parametrize("path", ["/v1/responses/", "/v1/files", "/v1/chat/completions/"])
 def test_a_post_to_an_unknown_path_is_a_json_404_not_a_csrf_page(demo, path):
     """Session and CSRF checks on, as for a browser or an SDK whose request has a cookie."""
     client = APIClient(enforce_csrf_checks=True)
