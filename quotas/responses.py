@@ -70,7 +70,8 @@ def check_request(body: dict[str, Any]) -> None:
 
 
 def reserve_arguments(body: dict[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of `reserve` / `areserve` for a Responses body."""
+    """The keyword arguments of `reserve` / `areserve` for a Responses body (checked)."""
+    check_request(body)
     return {
         "model": body.get("model"),
         "messages": input_messages(body.get("instructions"), body.get("input")),
@@ -110,8 +111,8 @@ class EventMeter:
         self.usage: Any = None
         self.delivered: list[str] = []
 
-    def record(self, event: Any) -> None:
-        """Record one stream event (a dict or an SDK event object)."""
+    def keep(self, event: Any) -> bool:
+        """Record one stream event (a dict or an SDK event object); every one is passed on."""
         kind = _get(event, "type")
         if kind in DELTA_EVENTS:
             delta = _get(event, "delta")
@@ -121,6 +122,7 @@ class EventMeter:
             usage = _get(_get(event, "response"), "usage")
             if usage is not None:
                 self.usage = usage
+        return True
 
     @property
     def text(self) -> str:

@@ -72,7 +72,7 @@ def test_the_meter_keeps_deltas_and_the_final_usage() -> None:
         {"type": "response.output_text.done", "text": "Hello"},
         {"type": "response.completed", "response": {"usage": {"input_tokens": 3}}},
     ]:
-        meter.record(event)
+        assert meter.keep(event)
 
     assert meter.text == "Hello"
     assert meter.usage == {"input_tokens": 3}

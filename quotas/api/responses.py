@@ -41,7 +41,7 @@ class ResponseStreamSettlement:
         end = b""
         try:
             for event in self.events:
-                self.meter.record(event)
+                self.meter.keep(event)
                 number = event.get("sequence_number")
                 self.sequence = number if isinstance(number, int) else self.sequence + 1
                 yield server_event(event)
@@ -81,7 +81,6 @@ class ResponsesView(CallerAPIView):
 
     def post(self, request: Request) -> Any:
         body = parse_body(read_body(request))
-        responses.check_request(body)
         call = calls.reserve(request.user, **responses.reserve_arguments(body))
         setattr(request._request, DECISION_ATTR, call.decision)
         headers = {DOWNGRADE_HEADER: call.requested_model} if call.downgraded else {}
