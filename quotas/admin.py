@@ -70,6 +70,7 @@ class AIModelAdmin(admin.ModelAdmin):
     list_display = (
         "name",
         "input_price_per_million",
+        "cached_input_price_per_million",
         "output_price_per_million",
         "upstream_requests_per_minute",
         "upstream_tokens_per_minute",
@@ -168,7 +169,9 @@ class UsageRecordAdmin(ReadOnlyAdmin):
         "model",
         "requests",
         "prompt_tokens",
+        "cached_tokens",
         "completion_tokens",
+        "reasoning_tokens",
         "total_tokens",
         "cost",
         "denied",

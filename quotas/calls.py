@@ -185,10 +185,15 @@ class MeteredCall:
             return None
         prompt = min(usage.prompt_tokens, MAX_TOKENS)
         completion = min(usage.completion_tokens, MAX_TOKENS)
+        # The parts the provider reported, never more than the whole they are part of.
+        cached = min(usage.cached_tokens or 0, prompt)
+        reasoning = min(usage.reasoning_tokens or 0, completion)
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
-            "cost": self.served.cost_micros(prompt, completion),
+            "cached_tokens": cached,
+            "reasoning_tokens": reasoning,
+            "cost": self.served.cost_micros(prompt, completion, cached),
             "model": self.served.name,
         }
 

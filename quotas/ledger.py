@@ -90,6 +90,8 @@ def ledger_rows(
         requests=Sum("requests"),
         prompt_tokens=Sum("prompt_tokens"),
         completion_tokens=Sum("completion_tokens"),
+        cached_tokens=Sum("cached_tokens"),
+        reasoning_tokens=Sum("reasoning_tokens"),
         cost=Sum("cost"),
         denied=Sum("denied"),
     )
@@ -98,3 +100,15 @@ def ledger_rows(
         {**row, "total_tokens": row["prompt_tokens"] + row["completion_tokens"]}
         for row in sums.order_by(*order)
     ]
+
+
+def token_details(user_id: int, window: Window | None) -> dict[str, int]:
+    """The cached prompt tokens and the reasoning tokens of a user's settled calls in a
+    window: the parts of their prompt and completion tokens the provider named."""
+    if window is None:
+        return {}
+    first, last = window_days(window)
+    totals = UsageRecord.objects.filter(user_id=user_id, day__gte=first, day__lte=last).aggregate(
+        cached_tokens=Sum("cached_tokens"), reasoning_tokens=Sum("reasoning_tokens")
+    )
+    return {name: value or 0 for name, value in totals.items()}

@@ -43,6 +43,14 @@ class AIModel(models.Model):
         validators=NON_NEGATIVE,
         help_text="USD per 1M completion tokens.",
     )
+    cached_input_price_per_million = models.DecimalField(
+        **MONEY,
+        null=True,
+        blank=True,
+        validators=NON_NEGATIVE,
+        help_text="USD per 1M prompt tokens served from the provider's cache; empty: the "
+        "input price.",
+    )
     upstream_requests_per_minute = models.PositiveIntegerField(
         null=True, blank=True, help_text="The provider's request limit; empty: none."
     )
@@ -58,10 +66,18 @@ class AIModel(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def cost_micros(self, prompt_tokens: int, completion_tokens: int) -> int:
-        """Price of a call in micro-USD, rounded up."""
+    def cost_micros(
+        self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0
+    ) -> int:
+        """Price of a call in micro-USD, rounded up; `cached_tokens` (part of the prompt)
+        at the cached input price."""
+        cached = min(max(cached_tokens, 0), prompt_tokens)
+        cached_price = self.cached_input_price_per_million
+        if cached_price is None:
+            cached_price = self.input_price_per_million
         exact = (
-            prompt_tokens * self.input_price_per_million
+            (prompt_tokens - cached) * self.input_price_per_million
+            + cached * cached_price
             + completion_tokens * self.output_price_per_million
         )
         return int(exact.to_integral_value(rounding="ROUND_CEILING"))
@@ -188,7 +204,7 @@ class APIKeyManager(BaseAPIKeyManager):
 class APIKey(AbstractAPIKey):
     """A user's API key: stored hashed, only its prefix in clear."""
 
-    objects = APIKeyManager()
+    objects = APIKeyManager()  # type: ignore[misc,assignment]
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"
@@ -211,6 +227,12 @@ class UsageRecord(models.Model):
     requests = models.PositiveIntegerField(default=0)
     prompt_tokens = models.PositiveBigIntegerField(default=0)
     completion_tokens = models.PositiveBigIntegerField(default=0)
+    cached_tokens = models.PositiveBigIntegerField(
+        default=0, help_text="Prompt tokens served from the provider's cache (part of the prompt)."
+    )
+    reasoning_tokens = models.PositiveBigIntegerField(
+        default=0, help_text="Completion tokens spent reasoning (part of the completion)."
+    )
     cost = models.DecimalField(**MONEY, default=Decimal(0), help_text="USD.")
     denied = models.PositiveIntegerField(default=0, help_text="Requests refused by a limit.")
 
@@ -276,7 +298,15 @@ class UsageRecord(models.Model):
 
 # Databases whose `INSERT ... ON CONFLICT (...) DO UPDATE` adds to a ledger row in one step.
 _UPSERT_VENDORS = frozenset({"postgresql", "sqlite"})
-_AMOUNTS = ("requests", "prompt_tokens", "completion_tokens", "cost", "denied")
+_AMOUNTS = (
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "cost",
+    "denied",
+)
 
 
 _upserts: dict[tuple[str, tuple[str, ...]], str] = {}
@@ -292,9 +322,15 @@ def _upsert_sql(connection: Any, added: tuple[str, ...]) -> str:
         quote = connection.ops.quote_name
         meta = UsageRecord._meta
         table = quote(meta.db_table)
-        keys = [quote(meta.get_field(name).column) for name in ("user", "day", "model")]
-        columns = [quote(meta.get_field(name).column) for name in _AMOUNTS]
-        sets = [f"{quote(meta.get_field(name).column)}" for name in added]
+
+        def column(name: str) -> str:
+            field = meta.get_field(name)
+            assert isinstance(field, models.Field)
+            return str(quote(field.column))
+
+        keys = [column(name) for name in ("user", "day", "model")]
+        columns = [column(name) for name in _AMOUNTS]
+        sets = [column(name) for name in added]
         action = "UPDATE SET " + ", ".join(f"{c} = {table}.{c} + %s" for c in sets)
         sql = _upserts[connection.vendor, added] = (
             f"INSERT INTO {table} ({', '.join(keys + columns)}) "

@@ -265,6 +265,8 @@ class QuotaService:
         completion_tokens: int,
         cost: int,
         model: str | None = None,
+        cached_tokens: int = 0,
+        reasoning_tokens: int = 0,
     ) -> None:
         """`settle`: the ledger row in a worker thread, the counters on `redis.asyncio`."""
         if grant.degraded or grant.org is not None:
@@ -274,6 +276,8 @@ class QuotaService:
                 completion_tokens=completion_tokens,
                 cost=cost,
                 model=model,
+                cached_tokens=cached_tokens,
+                reasoning_tokens=reasoning_tokens,
             )
             return
         await sync_to_async(UsageRecord.add)(
@@ -283,6 +287,8 @@ class QuotaService:
             requests=1,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
+            cached_tokens=cached_tokens,
+            reasoning_tokens=reasoning_tokens,
             cost=from_micros(cost),
         )
         try:
@@ -311,8 +317,15 @@ class QuotaService:
         completion_tokens: int,
         cost: int,
         model: str | None = None,
+        cached_tokens: int = 0,
+        reasoning_tokens: int = 0,
     ) -> None:
-        """Record the real usage in the ledger, then move the counters to it."""
+        """Record the real usage in the ledger, then move the counters to it.
+
+        `cached_tokens` and `reasoning_tokens` are the parts of the prompt and of the
+        completion the provider reported as such; the counters count tokens whole.
+        """
+        details = {"cached_tokens": cached_tokens, "reasoning_tokens": reasoning_tokens}
         if grant.degraded:
             ledger_mode.settle_in_ledger(
                 grant.user_id,
@@ -322,6 +335,7 @@ class QuotaService:
                 prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens,
                 cost=cost,
+                **details,
             )
             return
         UsageRecord.add(
@@ -332,6 +346,7 @@ class QuotaService:
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             cost=from_micros(cost),
+            **details,
         )
         try:
             self.engine.settle(

@@ -17,6 +17,7 @@ from ..authentication import APIKeyAuthentication
 from ..conf import conf
 from ..engine import CountersUnavailable, Decision
 from ..headers import add_rate_limit_headers, rate_limit_headers
+from ..ledger import token_details
 from ..services import service
 from ..throttling import DECISION_ATTR, TierRateThrottle
 from .errors import counters_unavailable, exception_handler
@@ -117,7 +118,10 @@ class QuotaView(CallerAPIView):
             return counters_unavailable()
         # Every limit's headers, the token budgets included (the throttle's cover requests only).
         headers = {k: v for k, v in rate_limit_headers(decision).items() if k != "Retry-After"}
-        return Response(quota_report(quota, decision), headers=headers)
+        report = quota_report(quota, decision)
+        report["usage"]["today"].update(token_details(request.user.pk, decision.day))
+        report["usage"]["this_month"].update(token_details(request.user.pk, decision.month))
+        return Response(report, headers=headers)
 
 
 @csrf_exempt

@@ -215,3 +215,34 @@ def test_the_provider_failing_refunds_and_answers_502(make_caller, mock) -> None
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_error"
     assert ledger(caller.user)["requests"] == 0
+
+
+@live
+def test_cached_tokens_are_priced_at_the_cached_rate(make_caller, catalogue, sdk, mock) -> None:
+    from decimal import Decimal
+
+    from quotas.models import UsageRecord
+
+    gpt4o = catalogue["gpt-4o"]  # $2.50 input, $10.00 output per million
+    gpt4o.cached_input_price_per_million = Decimal("1.25")
+    gpt4o.save()
+    caller = make_caller(tokens_per_day=100_000)
+    client = sdk(caller)
+    long = "Quotas keep a budget whole. " * 250  # over 1024 tokens: the provider caches it
+
+    first = client.responses.create(model="gpt-4o", input=long, max_output_tokens=10)
+    again = client.responses.create(model="gpt-4o", input=long, max_output_tokens=10)
+
+    cached = again.usage.input_tokens_details.cached_tokens
+    assert first.usage.input_tokens_details.cached_tokens == 0
+    assert cached >= 1024
+    row = UsageRecord.objects.get(user=caller.user, model="gpt-4o")
+    assert row.cached_tokens == cached
+    prompt = first.usage.input_tokens + again.usage.input_tokens
+    output = first.usage.output_tokens + again.usage.output_tokens
+    full_price = (Decimal(prompt) * Decimal("2.50") + output * Decimal(10)) / 1_000_000
+    discount = cached * (Decimal("2.50") - Decimal("1.25")) / 1_000_000
+    assert abs(row.cost - (full_price - discount)) <= Decimal("0.000002")  # rounded up per call
+    report = client.get("/quota", cast_to=object)
+    assert report["usage"]["today"]["cached_tokens"] == cached
+    assert report["usage"]["today"]["reasoning_tokens"] == 0

@@ -71,7 +71,14 @@ def test_shape(client):
     assert limits["max_concurrent_requests"] == {"limit": 2, "used": 0, "remaining": 2}
     assert limits["max_tokens_per_request"] == {"limit": 512}
     assert set(body["usage"]) == {"today", "this_month"}
-    assert set(body["usage"]["today"]) == {"period", "requests", "tokens", "spend"}
+    assert set(body["usage"]["today"]) == {
+        "period",
+        "requests",
+        "tokens",
+        "spend",
+        "cached_tokens",
+        "reasoning_tokens",
+    }
     assert re.fullmatch(r"\d{8}", body["usage"]["today"]["period"])
     assert re.fullmatch(r"\d{6}", body["usage"]["this_month"]["period"])
     assert body["models"] == {
