@@ -95,6 +95,13 @@ class TestSeedDemo:
         assert "Admin login: admin / admin" in output
         assert quota_with(self.demo_key(output)).json()["tier"]["slug"] == "free"
         assert set(Tier.objects.values_list("slug", flat=True)) == {"default", "free", "pro"}
+        mini = AIModel.objects.get(name="gpt-4o-mini")
+        assert mini.cached_input_price_per_million < mini.input_price_per_million
+        assert (
+            Tier.objects.get(slug="free")
+            .allowed_models.filter(name="text-embedding-3-small")
+            .exists()
+        )
         assert get_user_model().objects.get(username="admin").check_password("admin")
 
     def test_idempotent(self):
@@ -102,7 +109,7 @@ class TestSeedDemo:
         output = run("seed_demo")
         new = self.demo_key(output)
         assert Tier.objects.count() == 3
-        assert AIModel.objects.count() == 3
+        assert AIModel.objects.count() == 4
         assert get_user_model().objects.filter(username="demo").count() == 1
         assert "password unchanged" in output
         assert quota_with(old).status_code == 401
