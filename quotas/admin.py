@@ -16,7 +16,16 @@ from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey as LibraryAPIKey
 
 from . import admin_actions, dashboard
-from .models import LIMIT_FIELDS, AIModel, APIKey, QuotaAdjustment, Tier, UsageRecord, UserQuota
+from .models import (
+    LIMIT_FIELDS,
+    AIModel,
+    APIKey,
+    Provider,
+    QuotaAdjustment,
+    Tier,
+    UsageRecord,
+    UserQuota,
+)
 
 
 class TierForm(forms.ModelForm):
@@ -65,10 +74,20 @@ class TierAdmin(admin.ModelAdmin):
     )
 
 
+@admin.register(Provider)
+class ProviderAdmin(admin.ModelAdmin):
+    """Providers by base URL and the name of their key's variable (never the key)."""
+
+    list_display = ("name", "base_url", "api_key_env", "timeout")
+    search_fields = ("name", "base_url")
+    empty_value_display = "none"
+
+
 @admin.register(AIModel)
 class AIModelAdmin(admin.ModelAdmin):
     list_display = (
         "name",
+        "provider",
         "input_price_per_million",
         "cached_input_price_per_million",
         "output_price_per_million",
@@ -76,7 +95,7 @@ class AIModelAdmin(admin.ModelAdmin):
         "upstream_tokens_per_minute",
         "active",
     )
-    list_filter = ("active",)
+    list_filter = ("active", "provider")
     search_fields = ("name",)
     empty_value_display = "none"
 

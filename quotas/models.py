@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import IntegrityError, connections, models, router, transaction
 from django.db.models import F
 from rest_framework_api_key.models import AbstractAPIKey, BaseAPIKeyManager
@@ -30,10 +30,49 @@ LIMIT_FIELDS = (
 )
 
 
+class Provider(models.Model):
+    """An OpenAI-compatible provider (OpenAI, OpenRouter, Azure, a local vLLM...) that
+    models may be routed to. Its API key stays in the environment, never here."""
+
+    name = models.CharField(max_length=100, unique=True)
+    base_url = models.URLField(
+        max_length=300,
+        help_text="The OpenAI-compatible API root, e.g. https://openrouter.ai/api/v1.",
+    )
+    api_key_env = models.CharField(
+        "API key variable",
+        max_length=100,
+        blank=True,
+        validators=[RegexValidator(r"^[A-Za-z_][A-Za-z0-9_]*$", "An environment variable name.")],
+        help_text="The name of the environment variable holding the API key; empty: no key "
+        "(a local endpoint).",
+    )
+    timeout = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.1)],
+        help_text="Seconds the provider may take; empty: QUOTAS['UPSTREAM_TIMEOUT'].",
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class AIModel(models.Model):
     """A model the provider serves, its prices and the provider's own limits for it."""
 
     name = models.CharField(max_length=100, unique=True, help_text="The provider's model id.")
+    provider = models.ForeignKey(
+        Provider,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="models",
+        help_text="Empty: the default provider (OPENAI_API_KEY / OPENAI_BASE_URL).",
+    )
     input_price_per_million = models.DecimalField(
         **MONEY, default=Decimal(0), validators=NON_NEGATIVE, help_text="USD per 1M prompt tokens."
     )

@@ -106,7 +106,7 @@ class ChatCompletionsView(CallerAPIView):
             return self._stream(forward, call, headers)
         started = time.monotonic()
         try:
-            reply = upstream.chat(forward)
+            reply = upstream.chat(forward, call.served.provider)
         except UPSTREAM_ERRORS as exc:
             call.refund()
             return upstream_error(exc, call.model)
@@ -129,7 +129,7 @@ class ChatCompletionsView(CallerAPIView):
         include_usage = bool(options.get("include_usage"))
         params["stream_options"] = {**options, "include_usage": True}
         try:
-            chunks = upstream.chat_stream(params)
+            chunks = upstream.chat_stream(params, call.served.provider)
             first = next(chunks, None)
         except UPSTREAM_ERRORS as exc:
             call.refund()

@@ -25,7 +25,7 @@ class EmbeddingsView(CallerAPIView):
         call = calls.reserve(request.user, **embeddings.reserve_arguments(body))
         setattr(request._request, DECISION_ATTR, call.decision)
         try:
-            reply = upstream.embeddings({**body, "model": call.model})
+            reply = upstream.embeddings({**body, "model": call.model}, call.served.provider)
         except UPSTREAM_ERRORS as exc:
             call.refund()
             return upstream_error(exc, call.model)

@@ -88,7 +88,7 @@ class ResponsesView(CallerAPIView):
         if body.get("stream"):
             return self._stream(forward, call, headers)
         try:
-            reply = upstream.responses(forward)
+            reply = upstream.responses(forward, call.served.provider)
         except UPSTREAM_ERRORS as exc:
             call.refund()
             return upstream_error(exc, call.model)
@@ -99,7 +99,7 @@ class ResponsesView(CallerAPIView):
         self, forward: dict[str, Any], call: calls.MeteredCall, headers: dict[str, str]
     ) -> Any:
         try:
-            events = upstream.responses_stream(forward)
+            events = upstream.responses_stream(forward, call.served.provider)
             first = next(events, None)
         except UPSTREAM_ERRORS as exc:
             call.refund()

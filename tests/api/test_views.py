@@ -82,7 +82,7 @@ def test_shape(client):
     assert re.fullmatch(r"\d{8}", body["usage"]["today"]["period"])
     assert re.fullmatch(r"\d{6}", body["usage"]["this_month"]["period"])
     assert body["models"] == {
-        "allowed": ["gpt-4.1-nano", "gpt-4o-mini"],
+        "allowed": ["gpt-4.1-nano", "gpt-4o-mini", "text-embedding-3-small"],
         "default": "gpt-4o-mini",
         "fallback": "gpt-4.1-nano",
         "degrade_at_percent": 20,
