@@ -13,6 +13,7 @@ from .conf import conf
 from .exceptions import InvalidRequest, QuotaBlocked
 from .models import AIModel
 from .tokens import count_prompt_tokens
+from .unpriced import check_priced
 
 # Bounds on what one call may ask for, so every amount reaching the counters stays an
 # exact integer (Lua numbers are doubles).
@@ -131,6 +132,7 @@ def plan_call(
     if quota.blocked:
         raise QuotaBlocked("This account's quota is blocked.")
     chosen = choose_model(quota, catalogue, model)
+    check_priced(tools, params)
     cap, param = output_cap(
         quota, max_tokens, params.get("max_completion_tokens"), params.get("max_output_tokens")
     )

@@ -354,3 +354,21 @@ def test_response_format_schemas_are_reserved(make_caller, mock) -> None:
 
     assert_error(response, 400, "invalid_request_error", "messages", "context_length_exceeded")
     assert mock.calls == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"modalities": ["text", "audio"], "audio": {"voice": "alloy"}}, "audio"),
+        ({"web_search_options": {}}, "web_search_options"),
+        ({"prediction": {"type": "content", "content": "draft"}}, "prediction"),
+        ({"store": True}, "store"),
+    ],
+)
+def test_parameters_that_change_the_bill_are_refused(make_caller, mock, extra, param) -> None:
+    caller = make_caller()
+
+    response = post(caller.client(), {"messages": HELLO, **extra})
+
+    assert_error(response, 400, "invalid_request_error", param, "unsupported_parameter")
+    assert mock.calls == 0

@@ -246,3 +246,23 @@ def test_cached_tokens_are_priced_at_the_cached_rate(make_caller, catalogue, sdk
     report = client.get("/quota", cast_to=object)
     assert report["usage"]["today"]["cached_tokens"] == cached
     assert report["usage"]["today"]["reasoning_tokens"] == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"tools": [{"type": "web_search"}]}, "tools"),
+        ({"background": True}, "background"),
+        ({"service_tier": "priority"}, "service_tier"),
+    ],
+)
+def test_parameters_that_change_the_bill_are_refused(make_caller, mock, extra, param) -> None:
+    caller = make_caller()
+
+    response = caller.client().post(URL, {"model": "gpt-4o", "input": "Hi", **extra}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == param
+    assert response.json()["error"]["code"] == "unsupported_parameter"
+    assert mock.calls == 0
+    assert ledger(caller.user)["requests"] == 0
