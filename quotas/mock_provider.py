@@ -20,6 +20,7 @@ except ImportError:  # pragma: no cover
 from . import embeddings
 from .exceptions import InvalidRequest
 from .mock_embeddings import embeddings_answer
+from .mock_output import answer
 from .mock_responses import response_events, response_object, response_usage
 from .responses import input_messages
 from .tokens import count_prompt_tokens, count_text_tokens
@@ -160,9 +161,21 @@ class MockTransport(httpx.BaseTransport):
         self.last_request = body
         model, messages = body["model"], body["messages"]
         target = min(self.reply_tokens, limit) if limit else self.reply_tokens
-        words = reply_words(messages, model, target)
-        text = "".join(words)
-        completion = count_text_tokens(text, model) * choices
+        reply = answer(
+            body,
+            messages,
+            model,
+            reply_words(messages, model, target),
+            target < self.reply_tokens,
+            target,
+        )
+        words = reply.words
+        completion = reply.tokens(model) * choices
+        finish = "tool_calls" if reply.tool_call else "length" if reply.cut_short else "stop"
+        call: dict[str, Any] | None = None
+        if reply.tool_call is not None:
+            function = {"name": reply.tool_call.name, "arguments": reply.tool_call.arguments}
+            call = {"id": f"call_mock_{number:06d}", "type": "function", "function": function}
         prompt, cached = self._prompt(messages, model, body)
         usage = {
             "prompt_tokens": prompt,
@@ -170,7 +183,6 @@ class MockTransport(httpx.BaseTransport):
             "total_tokens": prompt + completion,
             "prompt_tokens_details": {"cached_tokens": cached},
         }
-        finish = "length" if target < self.reply_tokens else "stop"
         cut = fail == "cut"
         head = {
             "id": f"chatcmpl-mock-{number:06d}",
@@ -184,15 +196,17 @@ class MockTransport(httpx.BaseTransport):
                 return httpx.Response(200, headers=sse, content=b"data: " + _MALFORMED + b"\n\n")
             return httpx.Response(200, headers=_JSON, content=_MALFORMED)
         if not body.get("stream"):
-            message = {"role": "assistant", "content": text, "refusal": None}
+            message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None}
+            if call is not None:
+                message.update(content=None, tool_calls=[call])
             choice: dict[str, Any] = {"message": message, "logprobs": None, "finish_reason": finish}
-            reply = {
+            completion_object = {
                 **head,
                 "object": "chat.completion",
                 "choices": [{"index": i, **choice} for i in range(choices)],
                 "usage": usage,
             }
-            data = json.dumps(reply).encode()
+            data = json.dumps(completion_object).encode()
             if cut:
                 half = len(data) // 2
                 return httpx.Response(200, headers=_JSON, stream=_Body(self, [data[:half]], True))
@@ -202,7 +216,15 @@ class MockTransport(httpx.BaseTransport):
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         chunks: list[dict[str, Any]] = []
         for index in range(choices):
-            deltas = [{"role": "assistant", "content": ""}] + [{"content": w} for w in words]
+            deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
+            deltas += [{"content": w} for w in words]
+            if call is not None:
+                opened = {**call, "index": 0, "function": {**call["function"], "arguments": ""}}
+                arguments = {"index": 0, "function": {"arguments": call["function"]["arguments"]}}
+                deltas = [
+                    {"role": "assistant", "content": None, "tool_calls": [opened]},
+                    {"tool_calls": [arguments]},
+                ]
             for delta, last in itertools.chain(((d, None) for d in deltas), [({}, finish)]):
                 choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": last}
                 chunks.append({"choices": [choice]})
@@ -248,15 +270,15 @@ class MockTransport(httpx.BaseTransport):
         messages = input_messages(body.get("instructions"), body["input"])
         target = min(self.reply_tokens, limit) if limit else self.reply_tokens
         words = reply_words(messages, model, target)
-        text = "".join(words)
+        reply = answer(body, messages, model, words, target < self.reply_tokens, target)
         prompt, cached = self._prompt(messages, model, body)
-        usage = response_usage(prompt, cached, count_text_tokens(text, model))
-        final = response_object(number, body, text, usage, target < self.reply_tokens)
+        usage = response_usage(prompt, cached, reply.tokens(model))
+        final = response_object(number, body, reply, usage)
         if fail == "malformed":
             return httpx.Response(200, headers=_JSON, content=_MALFORMED)
         if not body.get("stream"):
             return httpx.Response(200, headers=_JSON, json=final)
-        events = response_events(final, words)
+        events = response_events(final, reply.words)
         cut = fail == "cut"
         if cut:
             events = events[: max(5, len(events) // 2)]

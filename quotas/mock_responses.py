@@ -6,6 +6,8 @@ import json
 import time
 from typing import Any
 
+from .mock_output import Answer
+
 # Fields every response object carries, as OpenAI's do.
 RESPONSE_DEFAULTS: dict[str, Any] = {
     "object": "response",
@@ -37,16 +39,26 @@ def response_usage(prompt: int, cached: int, completion: int) -> dict[str, Any]:
 
 
 def response_object(
-    number: int, body: dict[str, Any], text: str, usage: dict[str, Any], cut_short: bool
+    number: int, body: dict[str, Any], reply: Answer, usage: dict[str, Any]
 ) -> dict[str, Any]:
-    """The finished response: one assistant message holding `text`."""
-    message = {
+    """The finished response: one assistant message holding the text, or a function call."""
+    cut_short = reply.cut_short
+    item: dict[str, Any] = {
         "id": f"msg_mock_{number:06d}",
         "type": "message",
         "status": "incomplete" if cut_short else "completed",
         "role": "assistant",
-        "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
+        "content": [{"type": "output_text", "text": reply.text, "annotations": [], "logprobs": []}],
     }
+    if reply.tool_call is not None:
+        item = {
+            "id": f"fc_mock_{number:06d}",
+            "type": "function_call",
+            "status": "completed",
+            "call_id": f"call_mock_{number:06d}",
+            "name": reply.tool_call.name,
+            "arguments": reply.tool_call.arguments,
+        }
     return {
         **RESPONSE_DEFAULTS,
         "id": f"resp_mock_{number:06d}",
@@ -56,27 +68,35 @@ def response_object(
         "instructions": body.get("instructions"),
         "max_output_tokens": body.get("max_output_tokens"),
         "model": body["model"],
-        "output": [message],
+        "output": [item],
         "tools": body.get("tools") or [],
         "usage": usage,
     }
 
 
-def response_events(final: dict[str, Any], words: list[str]) -> list[bytes]:
-    """The event stream that builds `final` word by word, as server-sent events."""
-    message = final["output"][0]
-    item_id, text = message["id"], message["content"][0]["text"]
-    started = {**final, "status": "in_progress", "output": [], "usage": None}
-    started["incomplete_details"] = None
+def _item_events(item: dict[str, Any], words: list[str]) -> list[dict[str, Any]]:
+    """The events that build one output item: a message word by word, or a function call."""
+    if item["type"] == "function_call":
+        where: dict[str, Any] = {"item_id": item["id"], "output_index": 0}
+        arguments = item["arguments"]
+        return [
+            {
+                "type": "response.output_item.added",
+                "output_index": 0,
+                "item": {**item, "status": "in_progress", "arguments": ""},
+            },
+            {"type": "response.function_call_arguments.delta", **where, "delta": arguments},
+            {"type": "response.function_call_arguments.done", **where, "arguments": arguments},
+            {"type": "response.output_item.done", "output_index": 0, "item": item},
+        ]
+    text = item["content"][0]["text"]
     part: dict[str, Any] = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-    where = {"item_id": item_id, "output_index": 0, "content_index": 0}
-    events: list[dict[str, Any]] = [
-        {"type": "response.created", "response": started},
-        {"type": "response.in_progress", "response": started},
+    where = {"item_id": item["id"], "output_index": 0, "content_index": 0}
+    return [
         {
             "type": "response.output_item.added",
             "output_index": 0,
-            "item": {**message, "status": "in_progress", "content": []},
+            "item": {**item, "status": "in_progress", "content": []},
         },
         {"type": "response.content_part.added", **where, "part": part},
         *(
@@ -85,7 +105,18 @@ def response_events(final: dict[str, Any], words: list[str]) -> list[bytes]:
         ),
         {"type": "response.output_text.done", **where, "text": text, "logprobs": []},
         {"type": "response.content_part.done", **where, "part": {**part, "text": text}},
-        {"type": "response.output_item.done", "output_index": 0, "item": message},
+        {"type": "response.output_item.done", "output_index": 0, "item": item},
+    ]
+
+
+def response_events(final: dict[str, Any], words: list[str]) -> list[bytes]:
+    """The event stream that builds `final` piece by piece, as server-sent events."""
+    started = {**final, "status": "in_progress", "output": [], "usage": None}
+    started["incomplete_details"] = None
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": started},
+        {"type": "response.in_progress", "response": started},
+        *_item_events(final["output"][0], words),
         {
             "type": "response.incomplete"
             if final["status"] == "incomplete"
