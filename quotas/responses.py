@@ -56,7 +56,8 @@ def check_request(body: dict[str, Any]) -> None:
         raise InvalidRequest(
             "'input' must be a string or an array of input items.", "input", "invalid_type"
         )
-    if value is None and not any(body.get(k) for k in ("previous_response_id", "conversation")):
+    continued = ("previous_response_id", "conversation", "prompt")  # input from elsewhere
+    if value is None and not any(body.get(k) for k in continued):
         raise InvalidRequest("Missing required parameter: 'input'.", "input", "missing")
     for name in ("instructions", "previous_response_id", "user"):
         if body.get(name) is not None and not isinstance(body[name], str):
