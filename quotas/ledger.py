@@ -102,13 +102,17 @@ def ledger_rows(
     ]
 
 
-def token_details(user_id: int, window: Window | None) -> dict[str, int]:
-    """The cached prompt tokens and the reasoning tokens of a user's settled calls in a
-    window: the parts of their prompt and completion tokens the provider named."""
+def token_details(user_id: int | None, window: Window | None) -> dict[str, int]:
+    """The cached prompt tokens and the reasoning tokens of a user's (all users' if
+    `user_id` is None) settled calls in a window: the parts of their prompt and completion
+    tokens the provider named."""
     if window is None:
         return {}
     first, last = window_days(window)
-    totals = UsageRecord.objects.filter(user_id=user_id, day__gte=first, day__lte=last).aggregate(
+    rows = UsageRecord.objects.filter(day__gte=first, day__lte=last)
+    if user_id is not None:
+        rows = rows.filter(user_id=user_id)
+    totals = rows.aggregate(
         cached_tokens=Sum("cached_tokens"), reasoning_tokens=Sum("reasoning_tokens")
     )
     return {name: value or 0 for name, value in totals.items()}
