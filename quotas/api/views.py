@@ -13,12 +13,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import policy
-from ..authentication import APIKeyAuthentication
+from ..authentication import APIKeyAuthentication, request_key
 from ..conf import conf
 from ..engine import CountersUnavailable, Decision
 from ..headers import add_rate_limit_headers, rate_limit_headers
+from ..ledger import token_details
 from ..limit_kinds import kind_of
-from ..models import APIKey
 from ..money import from_micros
 from ..services import service
 from ..throttling import DECISION_ATTR, TierRateThrottle
@@ -133,8 +133,7 @@ class QuotaView(CallerAPIView):
     throttle_classes = [TierRateThrottle]
 
     def get(self, request: Request) -> Response:
-        key = request.auth if isinstance(request.auth, APIKey) else None
-        quota = policy.quota_for_key(request.user, key)
+        quota = policy.quota_for_key(request.user, request_key(request))
         assert request.user.pk is not None  # IsAuthenticated
         try:
             decision = service.usage(request.user.pk, quota)
@@ -142,7 +141,10 @@ class QuotaView(CallerAPIView):
             return counters_unavailable()
         # Every limit's headers, the token budgets included (the throttle's cover requests only).
         headers = {k: v for k, v in rate_limit_headers(decision).items() if k != "Retry-After"}
-        return Response(quota_report(quota, decision), headers=headers)
+        report = quota_report(quota, decision)
+        report["usage"]["today"].update(token_details(request.user.pk, decision.day))
+        report["usage"]["this_month"].update(token_details(request.user.pk, decision.month))
+        return Response(report, headers=headers)
 
 
 @csrf_exempt

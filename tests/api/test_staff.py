@@ -212,6 +212,8 @@ class TestUsage:
             "requests": 10,
             "prompt_tokens": 450,
             "completion_tokens": 89,
+            "cached_tokens": 0,
+            "reasoning_tokens": 0,
             "total_tokens": 539,
             "cost": "0.030500",
             "denied": 3,
@@ -220,6 +222,15 @@ class TestUsage:
             ("2026-03-02", 7, 374),
             ("2026-03-01", 3, 165),
         ]
+
+    def test_cached_and_reasoning_tokens_are_summed(self, staff, ada, ledger):
+        UsageRecord.objects.filter(user=ada, model="gpt-4o").update(
+            cached_tokens=40, reasoning_tokens=7
+        )
+        body = staff.get("/api/usage/", {"group_by": "model"}).json()
+        assert (body["totals"]["cached_tokens"], body["totals"]["reasoning_tokens"]) == (80, 14)
+        by_model = {r["model"]: (r["cached_tokens"], r["reasoning_tokens"]) for r in body["rows"]}
+        assert by_model == {"gpt-4o": (80, 14), "gpt-4o-mini": (0, 0)}
 
     def test_filters(self, staff, ada, ledger):
         body = staff.get(

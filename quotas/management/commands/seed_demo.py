@@ -11,10 +11,12 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from quotas.models import AIModel, APIKey, Tier, UserQuota
 
 MODELS = [
-    # name, USD per 1M prompt tokens, per 1M completion tokens, upstream rpm, tpm
-    ("gpt-4o-mini", "0.15", "0.60", 5000, 2_000_000),
-    ("gpt-4o", "2.50", "10.00", 1000, 500_000),
-    ("gpt-4.1-nano", "0.10", "0.40", 5000, 2_000_000),
+    # name, USD per 1M prompt tokens, per 1M cached prompt tokens, per 1M completion
+    # tokens, upstream rpm, tpm
+    ("gpt-4o-mini", "0.15", "0.075", "0.60", 5000, 2_000_000),
+    ("gpt-4o", "2.50", "1.25", "10.00", 1000, 500_000),
+    ("gpt-4.1-nano", "0.10", "0.025", "0.40", 5000, 2_000_000),
+    ("text-embedding-3-small", "0.02", None, "0", 3000, 1_000_000),
 ]
 
 TIERS = {
@@ -62,11 +64,12 @@ class Command(BaseCommand):
                 "refuses. Run it with DJANGO_DEBUG=1 (development), or pass --force."
             )
         models = {}
-        for name, price_in, price_out, rpm, tpm in MODELS:
+        for name, price_in, price_cached, price_out, rpm, tpm in MODELS:
             models[name], _ = AIModel.objects.update_or_create(
                 name=name,
                 defaults={
                     "input_price_per_million": Decimal(price_in),
+                    "cached_input_price_per_million": price_cached and Decimal(price_cached),
                     "output_price_per_million": Decimal(price_out),
                     "upstream_requests_per_minute": rpm,
                     "upstream_tokens_per_minute": tpm,
@@ -74,7 +77,8 @@ class Command(BaseCommand):
             )
         for slug, values in TIERS.items():
             tier, _ = Tier.objects.update_or_create(slug=slug, defaults=values)
-            allowed = ["gpt-4o-mini", "gpt-4.1-nano"] + (["gpt-4o"] if slug == "pro" else [])
+            allowed = ["gpt-4o-mini", "gpt-4.1-nano", "text-embedding-3-small"]
+            allowed += ["gpt-4o"] if slug == "pro" else []
             tier.allowed_models.set([models[n] for n in allowed])
             tier.default_model = models["gpt-4o-mini"]
             tier.fallback_model = models["gpt-4.1-nano"]
