@@ -133,6 +133,9 @@ SPECTACULAR_SETTINGS = {
 QUOTAS = {
     "REDIS_URL": REDIS_URL,
     "NUM_PROXIES": int(os.environ.get("QUOTAS_NUM_PROXIES", "0")),
+    "TRUSTED_PROXIES": [
+        p.strip() for p in os.environ.get("QUOTAS_TRUSTED_PROXIES", "").split(",") if p.strip()
+    ],
     "FAIL_OPEN": _flag("QUOTAS_FAIL_OPEN", True),
     "LEASE_SECONDS": float(os.environ.get("QUOTAS_LEASE_SECONDS", "300")),
     "UPSTREAM_TIMEOUT": float(os.environ.get("QUOTAS_UPSTREAM_TIMEOUT", "60")),

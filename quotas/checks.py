@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
-from .conf import DEFAULTS, PROVIDERS, conf
+from .conf import DEFAULTS, PROVIDERS, conf, parse_networks
 from .upstream import provider_configured
 
 
@@ -68,6 +68,18 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     id="quotas.E005",
                 )
             )
+    proxies = user.get("TRUSTED_PROXIES") or ()
+    entries = [proxies] if isinstance(proxies, str) else list(proxies)
+    invalid = [str(entry) for entry in entries if not parse_networks((str(entry),))]
+    if invalid:
+        errors.append(
+            Error(
+                f"QUOTAS['TRUSTED_PROXIES'] holds entries that are no address or network: "
+                f"{', '.join(map(repr, invalid))}.",
+                hint="List addresses or networks, e.g. ['10.0.0.0/8', '2001:db8::1'].",
+                id="quotas.E008",
+            )
+        )
     if conf.PROVIDER not in PROVIDERS:
         errors.append(
             Error(

@@ -84,6 +84,19 @@ def test_e005_negative_or_not_a_number(settings, name, value):
     assert name in message.msg
 
 
+def test_e008_trusted_proxies_that_are_no_address(settings):
+    settings.QUOTAS = {**VALID, "TRUSTED_PROXIES": ["10.0.0.0/8", "proxy.internal", "::1"]}
+    [message] = check_settings()
+    assert message.id == "quotas.E008"
+    assert "'proxy.internal'" in message.msg
+    assert "10.0.0.0/8" not in message.msg
+
+
+def test_trusted_proxies_as_addresses_and_networks_pass(settings):
+    settings.QUOTAS = {**VALID, "TRUSTED_PROXIES": ["10.0.0.1", "172.16.0.0/12", "fd00::/8"]}
+    assert check_settings() == []
+
+
 def test_w001_no_redis_url_in_production(settings):
     settings.DEBUG = False
     settings.QUOTAS = {}
