@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -10,6 +11,9 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from .conf import DEFAULTS, PROVIDERS, conf, parse_networks
 from .upstream import provider_configured
+
+# The embedded store's modules: fakeredis and its Lua runtime.
+EMBEDDED_STORE = ("fakeredis", "lupa")
 
 
 @register(Tags.compatibility)
@@ -96,6 +100,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 hint="Set OPENAI_API_KEY (and OPENAI_BASE_URL for another OpenAI-compatible "
                 "provider), or QUOTAS['PROVIDER'] = 'mock' to serve the built-in mock.",
                 id="quotas.E007",
+            )
+        )
+    missing = [name for name in EMBEDDED_STORE if not url and find_spec(name) is None]
+    if missing:
+        errors.append(
+            Error(
+                "QUOTAS['REDIS_URL'] is not set and the embedded store is not installed "
+                f"(no {', '.join(missing)}): every request would fail.",
+                hint='Set REDIS_URL, or pip install "django-ai-quotas[embedded]" for a '
+                "single-process development server.",
+                id="quotas.E009",
             )
         )
     if not url and not settings.DEBUG:
