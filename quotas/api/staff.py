@@ -54,8 +54,17 @@ class StaffViewSet(StaffAccess, viewsets.GenericViewSet[M]):
     pass
 
 
-def _model_field(**kwargs: Any) -> serializers.SlugRelatedField[AIModel]:
-    return serializers.SlugRelatedField(slug_field="name", queryset=AIModel.objects.all(), **kwargs)
+class SlugField(serializers.SlugRelatedField[Any]):
+    """A related row by its slug; a slug holding a NUL byte names none (no database error)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, str) and "\x00" in data:
+            self.fail("does_not_exist", slug_name=self.slug_field, value=data)
+        return super().to_internal_value(data)
+
+
+def _model_field(**kwargs: Any) -> SlugField:
+    return SlugField(slug_field="name", queryset=AIModel.objects.all(), **kwargs)
 
 
 class TierSerializer(serializers.ModelSerializer[Tier]):
@@ -121,7 +130,7 @@ class UserQuotaSerializer(serializers.ModelSerializer[UserQuota]):
         ],
     )
     username = serializers.CharField(source="user.get_username", read_only=True)
-    tier = serializers.SlugRelatedField(
+    tier = SlugField(
         slug_field="slug", queryset=Tier.objects.all(), required=False, allow_null=True
     )
     team = serializers.SlugRelatedField(
