@@ -7,7 +7,7 @@ import re
 import pytest
 from django.contrib.auth import get_user_model
 from django.http import HttpResponse, JsonResponse
-from django.test import Client, RequestFactory
+from django.test import AsyncRequestFactory, Client, RequestFactory
 from django.urls import path
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -18,6 +18,7 @@ from quotas.engine import Decision, LimitState
 from quotas.middleware import MalformedRequestMiddleware, RateLimitHeadersMiddleware
 from quotas.models import APIKey, Tier
 from quotas.throttling import DECISION_ATTR, TierRateThrottle
+from tests.event_loop import run_in_fresh_loop
 
 RATE = LimitState("requests_per_minute", "rr", limit=5, used=1, remaining=4, reset_after=12)
 
@@ -168,6 +169,24 @@ def test_a_chunked_body_the_server_left_encoded_is_a_411():
     response = chunked(b'8\r\n{"a": 1}\r\n0\r\n\r\n', decoded=False)
     assert response.status_code == 411
     assert "send a Content-Length header" in json.loads(response.content)["error"]["message"]
+
+
+def test_under_asgi_a_chunked_body_is_read_and_a_nul_url_refused():
+    async def echo_async(request):
+        return echo(request)
+
+    middleware = MalformedRequestMiddleware(echo_async)
+    request = AsyncRequestFactory().generic(
+        "POST",
+        "/",
+        b'{"a": 1}',
+        content_type="application/json",
+        headers={"Transfer-Encoding": "chunked"},
+    )
+    response = run_in_fresh_loop(middleware(request))
+    assert json.loads(response.content)["body"] == '{"a": 1}'
+    refused = run_in_fresh_loop(middleware(AsyncRequestFactory().get("/a%00b")))
+    assert refused.status_code == 400
 
 
 @pytest.mark.django_db
