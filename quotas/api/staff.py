@@ -133,7 +133,7 @@ class UserQuotaSerializer(serializers.ModelSerializer[UserQuota]):
     tier = SlugField(
         slug_field="slug", queryset=Tier.objects.all(), required=False, allow_null=True
     )
-    team = serializers.SlugRelatedField(
+    team = SlugField(
         slug_field="slug", queryset=Team.objects.all(), required=False, allow_null=True
     )
     effective = serializers.SerializerMethodField(help_text="The limits that apply, overrides in.")
@@ -185,7 +185,7 @@ class UserQuotaViewSet(StaffViewSet[UserQuota], viewsets.ModelViewSet[UserQuota]
 
 
 class TeamSerializer(serializers.ModelSerializer[Team]):
-    tier = serializers.SlugRelatedField(
+    tier = SlugField(
         slug_field="slug", queryset=Tier.objects.all(), required=False, allow_null=True
     )
     members = serializers.SerializerMethodField(help_text="Usernames of the team's members.")
@@ -223,7 +223,7 @@ class APIKeySerializer(serializers.ModelSerializer[APIKey]):
     name = serializers.CharField(max_length=50, help_text="A free-form name for the key.")
     username = serializers.CharField(source="user.get_username", read_only=True)
     has_expired = serializers.BooleanField(read_only=True)
-    tier = serializers.SlugRelatedField(
+    tier = SlugField(
         slug_field="slug",
         queryset=Tier.objects.all(),
         required=False,

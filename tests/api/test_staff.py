@@ -141,10 +141,20 @@ class TestUserQuotas:
         assert staff.get("/api/quotas/", {"blocked": "true"}).json()[0]["username"] == "ada"
         assert staff.get("/api/quotas/", {"tier": "free"}).json() == []
 
-    def test_a_tier_slug_holding_a_nul_byte_is_a_400(self, staff, ada):
-        response = staff.post("/api/quotas/", {"user": ada.pk, "tier": "a\x00b"}, format="json")
+    @pytest.mark.parametrize(
+        ("url", "field"),
+        [
+            ("/api/quotas/", "tier"),
+            ("/api/quotas/", "team"),
+            ("/api/teams/", "tier"),
+            ("/api/keys/", "tier"),
+        ],
+    )
+    def test_a_slug_holding_a_nul_byte_is_a_400(self, staff, ada, url, field):
+        body = {"user": ada.pk, "slug": "t", "name": "T", field: "a\x00b"}
+        response = staff.post(url, body, format="json")
         assert response.status_code == 400
-        assert response.json()["error"]["param"] == "tier"
+        assert response.json()["error"]["param"] == field
 
     def test_one_quota_per_user(self, staff, ada):
         UserQuota.objects.create(user=ada)
