@@ -6,7 +6,10 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from quotas.api.views import not_found
 
+from .views import home
+
 urlpatterns = [
+    path("", home, name="home"),
     path("admin/", admin.site.urls),
     path("v1/", include("quotas.api.urls")),
     re_path(r"^v1$", not_found),  # no redirect to /v1/: a JSON 404 like any unknown /v1 path

@@ -237,6 +237,7 @@ def _first_count(*values: int | None) -> int | None:
 
 def reserve(
     user: Any,
+    /,
     *,
     model: str | None = None,
     messages: list[Any] | None = None,
@@ -466,6 +467,6 @@ class AsyncMeteredCall:
             await service.arefund(self.call.grant)  # type: ignore[arg-type]
 
 
-def areserve(user: Any, **kwargs: Any) -> AsyncMeteredCall:
+def areserve(user: Any, /, **kwargs: Any) -> AsyncMeteredCall:
     """`reserve` for async code: `async with quotas.areserve(user, ...) as call:`."""
     return AsyncMeteredCall(user, kwargs)

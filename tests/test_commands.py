@@ -116,6 +116,32 @@ class TestSeedDemo:
         assert quota_with(new).status_code == 200
         assert APIKey.objects.filter(user__username="demo", revoked=False).count() == 1
 
+    def test_says_loudly_that_the_previous_key_was_revoked(self):
+        first = run("seed_demo")
+        assert "REVOKED" not in first
+        assert "THE PREVIOUS DEMO KEY WAS REVOKED" in run("seed_demo")
+
+    def test_a_key_file_keeps_the_key_across_runs(self, tmp_path):
+        key_file = tmp_path / "demo-key"
+        first = self.demo_key(run("seed_demo", "--key-file", str(key_file)))
+        assert key_file.read_text().strip() == first
+        assert key_file.stat().st_mode & 0o077 == 0  # readable by its owner only
+        output = run("seed_demo", "--key-file", str(key_file))
+        assert self.demo_key(output) == first
+        assert "REVOKED" not in output
+        assert quota_with(first).status_code == 200
+
+    def test_a_key_file_whose_key_no_longer_works_gets_a_new_one(self, tmp_path):
+        key_file = tmp_path / "demo-key"
+        old = self.demo_key(run("seed_demo", "--key-file", str(key_file)))
+        APIKey.objects.filter(user__username="demo").update(revoked=True)
+        new = self.demo_key(run("seed_demo", "--key-file", str(key_file)))
+        assert new != old
+        assert key_file.read_text().strip() == new
+        assert quota_with(new).status_code == 200
+        key_file.write_text("not-a-key\n")
+        assert self.demo_key(run("seed_demo", "--key-file", str(key_file))) != new
+
     def test_keeps_a_changed_admin_password(self):
         run("seed_demo")
         admin = get_user_model().objects.get(username="admin")

@@ -40,6 +40,18 @@ def test_a_completion_is_reserved_and_settled(provider, make_caller, mock) -> No
 
 
 @live
+def test_the_end_user_field_reaches_the_provider(provider, make_caller, mock) -> None:
+    caller = make_caller()
+    client = quotas.metered_openai(caller.user, **provider)
+
+    client.chat.completions.create(messages=HELLO, user="end-user-42")
+
+    assert mock.last_request["user"] == "end-user-42"
+    assert ledger(caller.user)["requests"] == 1
+    client.close()
+
+
+@live
 def test_over_quota_raises_without_calling_the_provider(provider, make_caller, mock) -> None:
     caller = make_caller(requests_per_day=1)
     client = quotas.metered_openai(caller.user, **provider)

@@ -95,6 +95,14 @@ class TestTiers:
         assert error["param"] == "default_model"
         assert "gpt-4o is not one of this tier's allowed models." in error["message"]
 
+    @pytest.mark.parametrize("field", ["allowed_models", "default_model", "fallback_model"])
+    def test_a_model_name_holding_a_nul_byte_is_a_400(self, staff, catalogue, field):
+        name = "gpt-4o\x00"
+        body = {"slug": "t", "name": "T", field: [name] if field == "allowed_models" else name}
+        response = staff.post("/api/tiers/", body, format="json")
+        assert response.status_code == 400
+        assert response.json()["error"]["param"] == field
+
     def test_changing_allowed_models_keeps_the_rule(self, staff, catalogue):
         tier = Tier.objects.create(slug="t", name="T", default_model=catalogue["gpt-4o"])
         response = staff.patch("/api/tiers/t/", {"allowed_models": ["gpt-4o-mini"]}, format="json")
@@ -132,6 +140,21 @@ class TestUserQuotas:
         assert blocked.json()["blocked"] is True
         assert staff.get("/api/quotas/", {"blocked": "true"}).json()[0]["username"] == "ada"
         assert staff.get("/api/quotas/", {"tier": "free"}).json() == []
+
+    @pytest.mark.parametrize(
+        ("url", "field"),
+        [
+            ("/api/quotas/", "tier"),
+            ("/api/quotas/", "team"),
+            ("/api/teams/", "tier"),
+            ("/api/keys/", "tier"),
+        ],
+    )
+    def test_a_slug_holding_a_nul_byte_is_a_400(self, staff, ada, url, field):
+        body = {"user": ada.pk, "slug": "t", "name": "T", field: "a\x00b"}
+        response = staff.post(url, body, format="json")
+        assert response.status_code == 400
+        assert response.json()["error"]["param"] == field
 
     def test_one_quota_per_user(self, staff, ada):
         UserQuota.objects.create(user=ada)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -56,6 +57,12 @@ class Command(BaseCommand):
             action="store_true",
             help="Load the demo data even with DEBUG off (it creates a known admin login).",
         )
+        parser.add_argument(
+            "--key-file",
+            type=Path,
+            help="Keep the demo key in this file and reuse it while it is valid, so that it "
+            "survives restarts (without: a new key each run, the previous one revoked).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not settings.DEBUG and not options["force"]:
@@ -96,8 +103,7 @@ class Command(BaseCommand):
         UserQuota.objects.update_or_create(
             user=demo, defaults={"tier": Tier.objects.get(slug="free")}
         )
-        APIKey.objects.filter(user=demo, name="demo", revoked=False).update(revoked=True)
-        _, key = APIKey.objects.create_key(user=demo, name="demo")
+        key, kept = self.demo_key(demo, options["key_file"])
 
         self.stdout.write("Demo data loaded.")
         if created:
@@ -105,3 +111,33 @@ class Command(BaseCommand):
         else:
             self.stdout.write("Admin login: admin (password unchanged)")
         self.stdout.write(f"Demo user 'demo' on tier 'free'; its API key: {key}")
+        if kept:
+            self.stdout.write(f"(the same key as before, kept in {options['key_file']})")
+
+    def demo_key(self, demo: Any, key_file: Path | None) -> tuple[str, bool]:
+        """(the demo key, whether it is the one kept in `key_file`)."""
+        if key_file is not None and key_file.exists():
+            kept = key_file.read_text().strip()
+            try:
+                api_key = APIKey.objects.get_from_key(kept)
+            except APIKey.DoesNotExist:
+                api_key = None
+            if (
+                isinstance(api_key, APIKey)
+                and api_key.user_id == demo.pk
+                and not api_key.has_expired
+            ):
+                return kept, True
+        revoked = APIKey.objects.filter(user=demo, name="demo", revoked=False).update(revoked=True)
+        _, key = APIKey.objects.create_key(user=demo, name="demo")
+        if key_file is not None:
+            key_file.touch(mode=0o600)
+            key_file.write_text(key + "\n")
+        if revoked:
+            self.stdout.write(
+                self.style.WARNING(
+                    "THE PREVIOUS DEMO KEY WAS REVOKED: use the new key below "
+                    "(clients holding the old one now get 401)."
+                )
+            )
+        return key, False
