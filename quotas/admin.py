@@ -25,6 +25,7 @@ from .models import (
     AIModel,
     APIKey,
     LevelUsage,
+    Provider,
     QuotaAdjustment,
     Team,
     Tier,
@@ -38,11 +39,13 @@ if TYPE_CHECKING:
     TierAdminBase = admin.ModelAdmin[Tier]
     AIModelAdminBase = admin.ModelAdmin[AIModel]
     TeamAdminBase = admin.ModelAdmin[Team]
+    ProviderAdminBase = admin.ModelAdmin[Provider]
     UserQuotaInlineBase = admin.StackedInline[UserQuota, Any]
     ReadOnlyAdminBase = admin.ModelAdmin[Any]
 else:
     TierFormBase = forms.ModelForm
-    TierAdminBase = AIModelAdminBase = TeamAdminBase = ReadOnlyAdminBase = admin.ModelAdmin
+    TierAdminBase = AIModelAdminBase = TeamAdminBase = ProviderAdminBase = admin.ModelAdmin
+    ReadOnlyAdminBase = admin.ModelAdmin
     UserQuotaInlineBase = admin.StackedInline
 
 
@@ -112,17 +115,28 @@ class TierAdmin(TierAdminBase):
         return delete_selected_objects(self, request, queryset)
 
 
+@admin.register(Provider)
+class ProviderAdmin(ProviderAdminBase):
+    """Providers by base URL and the name of their key's variable (never the key)."""
+
+    list_display = ("name", "base_url", "api_key_env", "timeout")
+    search_fields = ("name", "base_url")
+    empty_value_display = "none"
+
+
 @admin.register(AIModel)
 class AIModelAdmin(AIModelAdminBase):
     list_display = (
         "name",
+        "provider",
         "input_price_per_million",
+        "cached_input_price_per_million",
         "output_price_per_million",
         "upstream_requests_per_minute",
         "upstream_tokens_per_minute",
         "active",
     )
-    list_filter = ("active",)
+    list_filter = ("active", "provider")
     search_fields = ("name",)
     empty_value_display = "none"
 
@@ -257,7 +271,9 @@ class UsageRecordAdmin(ReadOnlyAdmin):
         "model",
         "requests",
         "prompt_tokens",
+        "cached_tokens",
         "completion_tokens",
+        "reasoning_tokens",
         "total_tokens",
         "cost",
         "denied",

@@ -47,3 +47,9 @@ class APIKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request: Any) -> str:
         return 'Bearer realm="api"'
+
+
+def request_key(request: Any) -> APIKey | None:
+    """The API key a request authenticated with, if any (its own limits apply to the call)."""
+    key = getattr(request, "auth", None)
+    return key if isinstance(key, APIKey) else None

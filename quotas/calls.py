@@ -30,7 +30,7 @@ logger = logging.getLogger("quotas")
 
 # The request parameters `reserve` takes by name; the rest of a body passes through.
 RESERVE_ARGUMENTS = ("model", "messages", "tools", "max_tokens", "n")
-OUTPUT_CAPS = ("max_tokens", "max_completion_tokens")
+OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
 
 def reserve_arguments(body: dict[str, Any]) -> dict[str, Any]:
@@ -77,6 +77,8 @@ class MeteredCall:
         self.decision: Decision | None = None
         self.grant: Grant | None = None
         self.done = False
+        # Whether the tier's fallback model may serve this call (not for embeddings).
+        self.may_fall_back = True
 
     # what the caller reads ------------------------------------------------------------
 
@@ -189,10 +191,15 @@ class MeteredCall:
             return None
         prompt = min(usage.prompt_tokens, MAX_TOKENS)
         completion = min(usage.completion_tokens, MAX_TOKENS)
+        # The parts the provider reported, never more than the whole they are part of.
+        cached = min(usage.cached_tokens or 0, prompt)
+        reasoning = min(usage.reasoning_tokens or 0, completion)
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
-            "cost": self.served.cost_micros(prompt, completion),
+            "cached_tokens": cached,
+            "reasoning_tokens": reasoning,
+            "cost": self.served.cost_micros(prompt, completion, cached),
             "model": self.served.name,
         }
 
@@ -232,6 +239,7 @@ def _first_count(*values: int | None) -> int | None:
 
 def reserve(
     user: Any,
+    /,
     *,
     model: str | None = None,
     messages: list[Any] | None = None,
@@ -240,6 +248,7 @@ def reserve(
     n: int = 1,
     tokens: int | None = None,
     key: Any = None,
+    fallback: bool = True,
     **params: Any,
 ) -> MeteredCall:
     """Reserve one AI call's worst case for `user` under their tier; see MeteredCall.
@@ -247,6 +256,8 @@ def reserve(
     `key`, one of the user's API keys, adds that key's own limits (and, always, the
     user's team's) to the decision.
 
+    `tokens` reserves exactly that many (e.g. an embedding's counted input) instead of
+    the estimate; `fallback=False` never serves the tier's fallback model instead.
     Raises QuotaExceeded (nothing charged), QuotaBlocked, ProviderBusy, QuotaUnavailable
     or InvalidRequest.
     """
@@ -257,6 +268,7 @@ def reserve(
         params,
         key,
     )
+    call.may_fall_back = fallback
     steps = _take(call, catalogue)
     reply: Any = None
     try:
@@ -320,7 +332,9 @@ def _take(call: MeteredCall, catalogue: dict[str, AIModel]) -> Generator[TakeSte
         )
 
     fallback = catalogue.get(quota.fallback_model or "")
-    can_degrade = bool(quota.degrade_at_percent and fallback and fallback != plan.model)
+    can_degrade = bool(
+        call.may_fall_back and quota.degrade_at_percent and fallback and fallback != plan.model
+    )
     decision, grant = yield attempt(plan.model, record_denial=not can_degrade)
     charged = Usage(requests=1, tokens=plan.worst_tokens, spend=call.spend)
     if can_degrade and fallback is not None:
@@ -384,7 +398,9 @@ class AsyncMeteredCall:
         asked = {name: kwargs.pop(name, None) for name in RESERVE_ARGUMENTS}
         tokens = kwargs.pop("tokens", None)
         key = kwargs.pop("key", None)
+        may_fall_back = kwargs.pop("fallback", True)
         call, catalogue = await sync_to_async(_planned)(self._user, asked, tokens, kwargs, key)
+        call.may_fall_back = bool(may_fall_back)
         steps = _take(call, catalogue)
         reply: Any = None
         try:
@@ -455,6 +471,6 @@ class AsyncMeteredCall:
             await service.arefund(self.call.grant)  # type: ignore[arg-type]
 
 
-def areserve(user: Any, **kwargs: Any) -> AsyncMeteredCall:
+def areserve(user: Any, /, **kwargs: Any) -> AsyncMeteredCall:
     """`reserve` for async code: `async with quotas.areserve(user, ...) as call:`."""
     return AsyncMeteredCall(user, kwargs)

@@ -190,6 +190,8 @@ def _shown(row: dict[str, Any]) -> dict[str, Any]:
         **row,
         "requests_display": f"{row['requests']:,}",
         "tokens_display": f"{row['tokens'] if 'tokens' in row else row['total_tokens']:,}",
+        "cached_display": f"{row.get('cached_tokens', 0):,}",
+        "reasoning_display": f"{row.get('reasoning_tokens', 0):,}",
         "cost_display": usd(row["cost"]),
     }
 
@@ -199,6 +201,8 @@ def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
         {
             "requests": sum(r["requests"] for r in rows),
             "tokens": sum(r["total_tokens"] for r in rows),
+            "cached_tokens": sum(r["cached_tokens"] for r in rows),
+            "reasoning_tokens": sum(r["reasoning_tokens"] for r in rows),
             "cost": sum((r["cost"] for r in rows), Decimal(0)),
             "denied": sum(r["denied"] for r in rows),
         }

@@ -119,6 +119,8 @@ def ledger_rows(
         requests=Sum("requests"),
         prompt_tokens=Sum("prompt_tokens"),
         completion_tokens=Sum("completion_tokens"),
+        cached_tokens=Sum("cached_tokens"),
+        reasoning_tokens=Sum("reasoning_tokens"),
         cost=Sum("cost"),
         denied=Sum("denied"),
     )
@@ -127,3 +129,19 @@ def ledger_rows(
         {**row, "total_tokens": row["prompt_tokens"] + row["completion_tokens"]}
         for row in sums.order_by(*order)
     ]
+
+
+def token_details(user_id: int | None, window: Window | None) -> dict[str, int]:
+    """The cached prompt tokens and the reasoning tokens of a user's (all users' if
+    `user_id` is None) settled calls in a window: the parts of their prompt and completion
+    tokens the provider named."""
+    if window is None:
+        return {}
+    first, last = window_days(window)
+    rows = UsageRecord.objects.filter(day__gte=first, day__lte=last)
+    if user_id is not None:
+        rows = rows.filter(user_id=user_id)
+    totals = rows.aggregate(
+        cached_tokens=Sum("cached_tokens"), reasoning_tokens=Sum("reasoning_tokens")
+    )
+    return {name: value or 0 for name, value in totals.items()}

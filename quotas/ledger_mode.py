@@ -140,6 +140,8 @@ def settle_in_ledger(
     prompt_tokens: int,
     completion_tokens: int,
     cost: int,
+    cached_tokens: int = 0,
+    reasoning_tokens: int = 0,
 ) -> None:
     """Move the worst case recorded at reservation to the real usage (the user's row and
     each level's)."""
@@ -147,6 +149,8 @@ def settle_in_ledger(
         "requests": requests - reservation.requests,
         "prompt_tokens": prompt_tokens - reservation.tokens,
         "completion_tokens": completion_tokens,
+        "cached_tokens": cached_tokens,
+        "reasoning_tokens": reasoning_tokens,
         "cost": from_micros(cost) - from_micros(reservation.spend),
     }
     day = window_day(reservation.day)

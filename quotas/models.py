@@ -10,7 +10,7 @@ from typing import Any, ClassVar, cast
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import IntegrityError, connections, models, router, transaction
 from django.db.models import F
 from rest_framework_api_key.models import AbstractAPIKey
@@ -37,10 +37,51 @@ LIMIT_FIELDS = (
 )
 
 
+class Provider(models.Model):
+    """An OpenAI-compatible provider (OpenAI, OpenRouter, Azure, a local vLLM...) that
+    models may be routed to. Its API key stays in the environment, never here."""
+
+    name = models.CharField(max_length=100, unique=True)
+    base_url = models.URLField(
+        max_length=300,
+        help_text="The OpenAI-compatible API root, e.g. https://openrouter.ai/api/v1.",
+    )
+    api_key_env = models.CharField(
+        "API key variable",
+        max_length=100,
+        blank=True,
+        validators=[RegexValidator(r"^[A-Za-z_][A-Za-z0-9_]*$", "An environment variable name.")],
+        help_text="The name of the environment variable holding the API key; empty: no key "
+        "(a local endpoint).",
+    )
+    timeout = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.1)],
+        help_text="Seconds the provider may take; empty: QUOTAS['UPSTREAM_TIMEOUT'].",
+    )
+
+    objects = PolicyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class AIModel(models.Model):
     """A model the provider serves, its prices and the provider's own limits for it."""
 
     name = models.CharField(max_length=100, unique=True, help_text="The provider's model id.")
+    provider = models.ForeignKey(
+        Provider,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="models",
+        help_text="Empty: the default provider (OPENAI_API_KEY / OPENAI_BASE_URL).",
+    )
     input_price_per_million = models.DecimalField(
         **MONEY, default=Decimal(0), validators=NON_NEGATIVE, help_text="USD per 1M prompt tokens."
     )
@@ -49,6 +90,14 @@ class AIModel(models.Model):
         default=Decimal(0),
         validators=NON_NEGATIVE,
         help_text="USD per 1M completion tokens.",
+    )
+    cached_input_price_per_million = models.DecimalField(
+        **MONEY,
+        null=True,
+        blank=True,
+        validators=NON_NEGATIVE,
+        help_text="USD per 1M prompt tokens served from the provider's cache; empty: the "
+        "input price.",
     )
     upstream_requests_per_minute = models.PositiveIntegerField(
         null=True, blank=True, help_text="The provider's request limit; empty: none."
@@ -67,10 +116,18 @@ class AIModel(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def cost_micros(self, prompt_tokens: int, completion_tokens: int) -> int:
-        """Price of a call in micro-USD, rounded up."""
+    def cost_micros(
+        self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0
+    ) -> int:
+        """Price of a call in micro-USD, rounded up; `cached_tokens` (part of the prompt)
+        at the cached input price."""
+        cached = min(max(cached_tokens, 0), prompt_tokens)
+        cached_price = self.cached_input_price_per_million
+        if cached_price is None:
+            cached_price = self.input_price_per_million
         exact = (
-            prompt_tokens * self.input_price_per_million
+            (prompt_tokens - cached) * self.input_price_per_million
+            + cached * cached_price
             + completion_tokens * self.output_price_per_million
         )
         return int(exact.to_integral_value(rounding="ROUND_CEILING"))
@@ -318,6 +375,12 @@ class UsageRecord(models.Model):
     requests = models.PositiveIntegerField(default=0)
     prompt_tokens = models.PositiveBigIntegerField(default=0)
     completion_tokens = models.PositiveBigIntegerField(default=0)
+    cached_tokens = models.PositiveBigIntegerField(
+        default=0, help_text="Prompt tokens served from the provider's cache (part of the prompt)."
+    )
+    reasoning_tokens = models.PositiveBigIntegerField(
+        default=0, help_text="Completion tokens spent reasoning (part of the completion)."
+    )
     cost = models.DecimalField(**MONEY, default=Decimal(0), help_text="USD.")
     denied = models.PositiveIntegerField(default=0, help_text="Requests refused by a limit.")
 
@@ -363,6 +426,8 @@ class LevelUsage(models.Model):
     requests = models.PositiveIntegerField(default=0)
     prompt_tokens = models.PositiveBigIntegerField(default=0)
     completion_tokens = models.PositiveBigIntegerField(default=0)
+    cached_tokens = models.PositiveBigIntegerField(default=0)
+    reasoning_tokens = models.PositiveBigIntegerField(default=0)
     cost = models.DecimalField(**MONEY, default=Decimal(0), help_text="USD.")
     denied = models.PositiveIntegerField(default=0, help_text="Requests refused by a limit.")
 
@@ -429,7 +494,15 @@ def _add_to_ledger(table: type[models.Model], key: dict[str, Any], amounts: dict
 
 # Databases whose `INSERT ... ON CONFLICT (...) DO UPDATE` adds to a ledger row in one step.
 _UPSERT_VENDORS = frozenset({"postgresql", "sqlite"})
-_AMOUNTS = ("requests", "prompt_tokens", "completion_tokens", "cost", "denied")
+_AMOUNTS = (
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "cost",
+    "denied",
+)
 
 
 _upserts: dict[tuple[str, str, tuple[str, ...]], str] = {}

@@ -268,7 +268,10 @@ def quota_for_anonymous() -> Quota:
 
 def model_catalogue() -> dict[str, AIModel]:
     """Active models by name; cached like quotas, so dropped when any model changes."""
-    return cache.get(("models",), lambda: {m.name: m for m in AIModel.objects.filter(active=True)})
+    return cache.get(
+        ("models",),
+        lambda: {m.name: m for m in AIModel.objects.filter(active=True).select_related("provider")},
+    )
 
 
 def invalidate() -> None:

@@ -276,6 +276,8 @@ class QuotaService:
         completion_tokens: int,
         cost: int,
         model: str | None = None,
+        cached_tokens: int = 0,
+        reasoning_tokens: int = 0,
     ) -> None:
         """`settle`: the ledger row in a worker thread, the counters on `redis.asyncio`."""
         if grant.degraded or grant.org is not None:
@@ -285,10 +287,18 @@ class QuotaService:
                 completion_tokens=completion_tokens,
                 cost=cost,
                 model=model,
+                cached_tokens=cached_tokens,
+                reasoning_tokens=reasoning_tokens,
             )
             return
         await sync_to_async(self._book)(
-            grant, model or grant.model, prompt_tokens, completion_tokens, cost
+            grant,
+            model or grant.model,
+            prompt_tokens,
+            completion_tokens,
+            cost,
+            cached_tokens=cached_tokens,
+            reasoning_tokens=reasoning_tokens,
         )
         try:
             await get_async_engine().settle(
@@ -316,8 +326,15 @@ class QuotaService:
         completion_tokens: int,
         cost: int,
         model: str | None = None,
+        cached_tokens: int = 0,
+        reasoning_tokens: int = 0,
     ) -> None:
-        """Record the real usage in the ledger, then move the counters to it."""
+        """Record the real usage in the ledger, then move the counters to it.
+
+        `cached_tokens` and `reasoning_tokens` are the parts of the prompt and of the
+        completion the provider reported as such; the counters count tokens whole.
+        """
+        details = {"cached_tokens": cached_tokens, "reasoning_tokens": reasoning_tokens}
         if grant.degraded:
             ledger_mode.settle_in_ledger(
                 grant.user_id,
@@ -327,9 +344,10 @@ class QuotaService:
                 prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens,
                 cost=cost,
+                **details,
             )
             return
-        self._book(grant, model or grant.model, prompt_tokens, completion_tokens, cost)
+        self._book(grant, model or grant.model, prompt_tokens, completion_tokens, cost, **details)
         try:
             self.engine.settle(
                 grant.reservation, tokens=prompt_tokens + completion_tokens, spend=cost
@@ -437,13 +455,23 @@ class QuotaService:
         return self.engine.bump_policy_version()
 
     def _book(
-        self, grant: Grant, model: str, prompt_tokens: int, completion_tokens: int, cost: int
+        self,
+        grant: Grant,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cost: int,
+        *,
+        cached_tokens: int = 0,
+        reasoning_tokens: int = 0,
     ) -> None:
         """A settled call's ledger rows: the user's and each level's (team, key)."""
         amounts = {
             "requests": 1,
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
+            "cached_tokens": cached_tokens,
+            "reasoning_tokens": reasoning_tokens,
             "cost": from_micros(cost),
         }
         day = window_day(grant.reservation.day)

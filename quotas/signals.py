@@ -9,7 +9,7 @@ from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
 from . import policy
-from .models import AIModel, APIKey, Team, Tier, UserQuota
+from .models import AIModel, APIKey, Provider, Team, Tier, UserQuota
 from .policy_writes import APIKeyQuerySet, policy_changed
 
 
@@ -24,6 +24,8 @@ from .policy_writes import APIKeyQuerySet, policy_changed
 @receiver(post_delete, sender=APIKey)
 @receiver(post_save, sender=AIModel)
 @receiver(post_delete, sender=AIModel)
+@receiver(post_save, sender=Provider)
+@receiver(post_delete, sender=Provider)
 @receiver(m2m_changed, sender=Tier.allowed_models.through)
 def quotas_changed(**kwargs: Any) -> None:
     fields = kwargs.get("update_fields")

@@ -18,10 +18,12 @@ try:  # openai 3.x speaks httpx2; earlier versions httpx.
 except ImportError:  # pragma: no cover
     import httpx  # type: ignore[no-redef]
 
+from . import providers
 from .conf import conf
 from .engine import CountersUnavailable, Limit, Policy, QuotaEngine
 from .engine.limits import RATE_REQUESTS, RATE_TOKENS
 from .mock_provider import AsyncMockTransport, MockTransport
+from .models import Provider
 
 logger = logging.getLogger("quotas")
 
@@ -45,12 +47,14 @@ class UpstreamError(Exception):
 
 
 class UpstreamNotConfigured(UpstreamError):
-    """No provider to call: no OPENAI_API_KEY, DEBUG off, and the mock not chosen."""
+    """No provider to call: no OPENAI_API_KEY, DEBUG off, and the mock not chosen; or a
+    model's provider whose key variable is not set."""
 
-    def __init__(self) -> None:
+    def __init__(self, message: str | None = None) -> None:
         super().__init__(
             503,
-            "No AI provider is configured on this server: set OPENAI_API_KEY, "
+            message
+            or "No AI provider is configured on this server: set OPENAI_API_KEY, "
             "or QUOTAS['PROVIDER'] = 'mock'.",
         )
 
@@ -91,9 +95,15 @@ _client: openai.OpenAI | None = None
 _mock: MockTransport | None = None
 
 
-def client() -> openai.OpenAI:
-    """This process's SDK client: OPENAI_API_KEY / OPENAI_BASE_URL, else the mock provider."""
+def client(provider: Provider | None = None) -> openai.OpenAI:
+    """The SDK client for `provider` (a model's), else this process's default one
+    (OPENAI_API_KEY / OPENAI_BASE_URL, else the mock provider)."""
     global _client
+    if provider is not None:
+        try:
+            return providers.client_for(provider)
+        except providers.MissingKey as exc:
+            raise UpstreamNotConfigured(str(exc)) from None
     if _client is None:
         with _lock:
             if _client is None:
@@ -159,16 +169,17 @@ def reset_client() -> None:
     global _client, _mock
     with _lock:
         _client = _mock = None
+    providers.reset_clients()
 
 
 # calls --------------------------------------------------------------------------------
 
 
-def chat(params: dict[str, Any]) -> dict[str, Any]:
-    """One chat completion; the provider's JSON answer."""
-    arguments = _arguments(params, stream=False)
+def chat(params: dict[str, Any], provider: Provider | None = None) -> dict[str, Any]:
+    """One chat completion; the provider's JSON answer. `provider`: the model's, if any."""
+    arguments = _arguments(params, provider, stream=False)
     try:
-        raw = client().chat.completions.with_raw_response.create(**arguments)
+        raw = client(provider).chat.completions.with_raw_response.create(**arguments)
         answer = raw.http_response.json()
     except (openai.APIError, ValueError) as exc:
         raise _translate(exc) from exc
@@ -177,14 +188,16 @@ def chat(params: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
-def chat_stream(params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def chat_stream(
+    params: dict[str, Any], provider: Provider | None = None
+) -> Iterator[dict[str, Any]]:
     """A streamed chat completion, chunk by chunk, the last one with `usage`.
 
     Connects at once (so refusals raise here); a failure mid-stream raises from the iterator.
     """
-    arguments = _arguments(params, stream=True)
+    arguments = _arguments(params, provider, stream=True)
     try:
-        stream = client().chat.completions.create(**arguments)
+        stream = client(provider).chat.completions.create(**arguments)
     except (openai.APIError, ValueError) as exc:
         raise _translate(exc) from exc
     return _chunks(stream)
@@ -200,10 +213,68 @@ def _chunks(stream: openai.Stream[Any]) -> Iterator[dict[str, Any]]:
         stream.close()
 
 
-def _arguments(params: dict[str, Any], *, stream: bool) -> dict[str, Any]:
+def responses(params: dict[str, Any], provider: Provider | None = None) -> dict[str, Any]:
+    """One Responses API call; the provider's JSON answer."""
+    arguments = _passed_through(params, provider, stream=False)
+    try:
+        raw = client(provider).responses.with_raw_response.create(**arguments)
+        answer = raw.http_response.json()
+    except (openai.APIError, ValueError) as exc:
+        raise _translate(exc) from exc
+    if not isinstance(answer, dict) or not isinstance(answer.get("output"), list):
+        raise UpstreamError(502, "The AI provider answered with something other than a response.")
+    return answer
+
+
+def responses_stream(
+    params: dict[str, Any], provider: Provider | None = None
+) -> Iterator[dict[str, Any]]:
+    """A streamed Responses API call, event by event (`type` in each), as `chat_stream`."""
+    arguments = _passed_through(params, provider, stream=True)
+    try:
+        stream = client(provider).responses.create(**arguments)
+    except (openai.APIError, ValueError) as exc:
+        raise _translate(exc) from exc
+    return _chunks(stream)
+
+
+def embeddings(params: dict[str, Any], provider: Provider | None = None) -> dict[str, Any]:
+    """One embeddings call; the provider's JSON answer (floats unless base64 is asked)."""
+    arguments = _passed_through(params, provider, stream=False)
+    extra = arguments.pop("extra_body", {})
+    arguments["model"], arguments["input"] = extra.pop("model", None), extra.pop("input", None)
+    arguments["encoding_format"] = extra.pop("encoding_format", None) or "float"
+    if extra:
+        arguments["extra_body"] = extra
+    try:
+        raw = client(provider).embeddings.with_raw_response.create(**arguments)
+        answer = raw.http_response.json()
+    except (openai.APIError, ValueError) as exc:
+        raise _translate(exc) from exc
+    if not isinstance(answer, dict) or not isinstance(answer.get("data"), list):
+        raise UpstreamError(502, "The AI provider answered with something other than embeddings.")
+    return answer
+
+
+def _passed_through(
+    params: dict[str, Any], provider: Provider | None, *, stream: bool
+) -> dict[str, Any]:
+    """Every parameter in `extra_body`, as sent, so the SDK neither checks nor drops any."""
+    arguments: dict[str, Any] = {"timeout": providers.timeout(provider)}
+    extra = {k: v for k, v in params.items() if k != "stream"}
+    if stream:
+        arguments["stream"] = True
+    if extra:
+        arguments["extra_body"] = extra
+    return arguments
+
+
+def _arguments(
+    params: dict[str, Any], provider: Provider | None, *, stream: bool
+) -> dict[str, Any]:
     if "model" not in params or "messages" not in params:
         raise ValueError("A chat completion needs 'model' and 'messages'.")
-    arguments: dict[str, Any] = {"timeout": conf.UPSTREAM_TIMEOUT}
+    arguments: dict[str, Any] = {"timeout": providers.timeout(provider)}
     extra: dict[str, Any] = {}
     for name, value in params.items():
         if name not in ("stream", "stream_options"):

@@ -10,7 +10,7 @@ from rest_framework_api_key.models import APIKey as LibraryAPIKey
 
 from quotas import adjustments, engine_factory, services
 from quotas import admin as quotas_admin
-from quotas.models import AIModel, APIKey, QuotaAdjustment, Tier, UsageRecord, UserQuota
+from quotas.models import AIModel, APIKey, Provider, QuotaAdjustment, Tier, UsageRecord, UserQuota
 from quotas.policy import quota_for_user
 
 pytestmark = pytest.mark.django_db
@@ -56,18 +56,35 @@ def messages_of(response) -> list[str]:
 
 
 def test_every_model_has_an_admin():
-    for model in (Tier, AIModel, APIKey, UsageRecord, QuotaAdjustment, User):
+    for model in (Tier, AIModel, Provider, APIKey, UsageRecord, QuotaAdjustment, User):
         assert admin.site.is_registered(model), model
     assert not admin.site.is_registered(LibraryAPIKey)
     user_admin = admin.site.get_model_admin(User)
     assert quotas_admin.UserQuotaInline in user_admin.inlines
 
 
-@pytest.mark.parametrize("name", ["tier", "aimodel", "apikey", "usagerecord", "quotaadjustment"])
+@pytest.mark.parametrize(
+    "name", ["tier", "aimodel", "provider", "apikey", "usagerecord", "quotaadjustment"]
+)
 def test_changelists_and_add_pages_load(admin_client, name, ada):
     assert admin_client.get(reverse(f"admin:quotas_{name}_changelist")).status_code == 200
     add = admin_client.get(reverse(f"admin:quotas_{name}_add")).status_code
     assert add == (403 if name in ("usagerecord", "quotaadjustment") else 200)
+
+
+def test_a_provider_shows_its_key_variable_never_a_key(admin_client, monkeypatch):
+    monkeypatch.setenv("ROUTER_API_KEY", "sk-never-shown")
+    provider = Provider.objects.create(
+        name="router", base_url="https://router.example/v1", api_key_env="ROUTER_API_KEY"
+    )
+    pages = [
+        admin_client.get(reverse("admin:quotas_provider_changelist")),
+        admin_client.get(reverse("admin:quotas_provider_change", args=[provider.pk])),
+    ]
+    for page in pages:
+        html = page.content.decode()
+        assert "ROUTER_API_KEY" in html
+        assert "sk-never-shown" not in html
 
 
 class TestTiers:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import sys
+
 import pytest
 from django.core.checks import Error, Tags, Warning, run_checks
 
@@ -85,6 +87,32 @@ def test_e005_negative_or_not_a_number(settings, name, value):
     assert name in message.msg
 
 
+def test_e008_trusted_proxies_that_are_no_address(settings):
+    settings.QUOTAS = {**VALID, "TRUSTED_PROXIES": ["10.0.0.0/8", "proxy.internal", "::1"]}
+    [message] = check_settings()
+    assert message.id == "quotas.E008"
+    assert "'proxy.internal'" in message.msg
+    assert "10.0.0.0/8" not in message.msg
+
+
+def test_trusted_proxies_as_addresses_and_networks_pass(settings):
+    settings.QUOTAS = {**VALID, "TRUSTED_PROXIES": ["10.0.0.1", "172.16.0.0/12", "fd00::/8"]}
+    assert check_settings() == []
+
+
+@pytest.mark.parametrize("module", ["fakeredis", "lupa"])
+def test_e009_no_redis_url_and_no_embedded_store(settings, monkeypatch, module):
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    settings.DEBUG = True
+    settings.QUOTAS = {"PROVIDER": "mock"}
+    [message] = check_settings()
+    assert message.id == "quotas.E009"
+    assert module in message.msg
+    assert "django-ai-quotas[embedded]" in message.hint
+    settings.QUOTAS = VALID  # with a Redis URL the embedded store is not needed
+    assert check_settings() == []
+
+
 def test_w001_no_redis_url_in_production(settings):
     settings.DEBUG = False
     settings.QUOTAS = {}
@@ -132,18 +160,18 @@ def test_provider_key_or_mock_or_debug_passes(settings, monkeypatch):
 
 
 @pytest.mark.django_db
-def test_e008_no_default_tier():
+def test_e010_no_default_tier():
     assert check_default_tier() == []
     Tier.objects.update(is_default=False)
     [message] = check_default_tier()
     assert isinstance(message, Error)
-    assert message.id == "quotas.E008"
+    assert message.id == "quotas.E010"
     assert "refused" in message.msg
     assert "is_default" in message.hint
-    assert "quotas.E008" in ids(run_checks(tags=[Tags.database]))
+    assert "quotas.E010" in ids(run_checks(tags=[Tags.database]))
 
 
 @pytest.mark.django_db
-def test_e008_only_for_the_database_holding_the_tiers():
+def test_e010_only_for_the_database_holding_the_tiers():
     Tier.objects.update(is_default=False)
     assert check_default_tier(databases=["other"]) == []

@@ -204,6 +204,23 @@ class TestDashboardPage:
         assert "<svg" in html and "quotas/dashboard.css" in html
         assert 'href="https://' not in html  # nothing from a CDN
 
+    def test_the_totals_show_cached_and_reasoning_tokens(self, admin_client, ada):
+        _, grant = service.reserve(ada.pk, quota_for_user(ada), model="gpt-4o", tokens=400, spend=0)
+        assert grant is not None
+        service.settle(
+            grant,
+            prompt_tokens=300,
+            completion_tokens=100,
+            cost=0,
+            cached_tokens=256,
+            reasoning_tokens=40,
+        )
+
+        html = admin_client.get(reverse(DASHBOARD)).content.decode()
+
+        assert html.count('<dd data-figure="cached">256</dd>') == 2  # today, this month
+        assert html.count('<dd data-figure="reasoning">40</dd>') == 2
+
     def test_linked_from_the_app_index_and_the_ledger(self, admin_client):
         url = reverse(DASHBOARD)
         assert url in admin_client.get("/admin/quotas/").content.decode()

@@ -8,25 +8,25 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from django.core.exceptions import RequestDataTooBig
-from django.http import StreamingHttpResponse
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from .. import calls, policy, upstream
-from ..conf import conf
+from ..authentication import request_key
 from ..engine import CountersUnavailable
-from ..exceptions import InvalidRequest
-from ..models import APIKey
-from ..services import service
 from ..throttling import DECISION_ATTR, LIMITS_ATTR
 from .chat_input import parse_body, parse_chat_request
-from .errors import error_body, error_response
+from .errors import error_body
+from .forwarding import (
+    DOWNGRADE_HEADER,
+    UPSTREAM_ERRORS,
+    event_stream,
+    read_body,
+    upstream_error,
+)
 from .views import CallerAPIView, caller_quota, read_usage, usage_headers
 
 logger = logging.getLogger("quotas")
-
-DOWNGRADE_HEADER = "X-Quota-Downgraded-From"
 
 
 def _completion_text(reply: dict[str, Any]) -> str:
@@ -36,29 +36,6 @@ def _completion_text(reply: dict[str, Any]) -> str:
         if isinstance(message.get("content"), str):
             parts.append(message["content"])
     return "".join(parts)
-
-
-def _upstream_error(exc: Exception, model: str) -> Response:
-    if isinstance(exc, upstream.UpstreamNotConfigured):
-        return error_response(503, exc.message, "server_error", "provider_not_configured")
-    if isinstance(exc, upstream.UpstreamTimeout):
-        return error_response(504, "The model provider timed out.", "server_error", "timeout")
-    if isinstance(exc, upstream.UpstreamRateLimited):
-        wait = max(1, int(exc.retry_after or 1))
-        service.provider_backoff(model, float(wait))
-        return error_response(
-            503,
-            f"The model provider is rate limiting '{model}'. Retry after {wait} s.",
-            "server_error",
-            "upstream_rate_limited",
-            headers={"Retry-After": str(wait)},
-        )
-    return error_response(
-        502, f"The model provider failed: {exc}", "server_error", "upstream_error"
-    )
-
-
-UPSTREAM_ERRORS = (upstream.UpstreamTimeout, upstream.UpstreamRateLimited, upstream.UpstreamError)
 
 
 class StreamSettlement:
@@ -114,32 +91,6 @@ class StreamSettlement:
         self.call.settle(self.usage, completion_text="".join(self.delivered))
 
 
-class RequestTooLarge(InvalidRequest):
-    status = 413
-
-
-def read_body(request: Request) -> bytes:
-    """The raw body, at most MAX_REQUEST_BYTES; a QuotaError-shaped 413 above that."""
-    raw = request._request
-    limit = conf.MAX_REQUEST_BYTES
-    too_big = RequestTooLarge(
-        f"The request body is larger than {limit} bytes.", code="request_too_large"
-    )
-    try:
-        length = int(raw.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        length = 0
-    if length > limit:
-        raise too_big
-    try:
-        body = raw.body
-    except RequestDataTooBig:
-        raise too_big from None
-    if len(body) > limit:
-        raise too_big
-    return body
-
-
 class ChatCompletionsView(CallerAPIView):
     """OpenAI Chat Completions behind the caller's quota: reserve, call, settle."""
 
@@ -149,8 +100,9 @@ class ChatCompletionsView(CallerAPIView):
     def post(self, request: Request) -> Any:
         chat = parse_chat_request(parse_body(read_body(request)))
         body = chat.params
-        key = request.auth if isinstance(request.auth, APIKey) else None
-        call = calls.reserve(request.user, key=key, **calls.reserve_arguments(body))
+        call = calls.reserve(
+            request.user, key=request_key(request), **calls.reserve_arguments(body)
+        )
         setattr(request._request, DECISION_ATTR, call.decision)
         setattr(request._request, LIMITS_ATTR, call.quota.named_limits())
         headers = {DOWNGRADE_HEADER: call.requested_model} if call.downgraded else {}
@@ -159,10 +111,10 @@ class ChatCompletionsView(CallerAPIView):
             return self._stream(forward, call, headers)
         started = time.monotonic()
         try:
-            reply = upstream.chat(forward)
+            reply = upstream.chat(forward, call.served.provider)
         except UPSTREAM_ERRORS as exc:
             call.refund()
-            return _upstream_error(exc, call.model)
+            return upstream_error(exc, call.model)
         used = call.settle(reply.get("usage"), completion_text=_completion_text(reply))
         reply["model"] = call.model
         logger.info(
@@ -182,24 +134,18 @@ class ChatCompletionsView(CallerAPIView):
         include_usage = bool(options.get("include_usage"))
         params["stream_options"] = {**options, "include_usage": True}
         try:
-            chunks = upstream.chat_stream(params)
+            chunks = upstream.chat_stream(params, call.served.provider)
             first = next(chunks, None)
         except UPSTREAM_ERRORS as exc:
             call.refund()
-            return _upstream_error(exc, call.model)
+            return upstream_error(exc, call.model)
 
         def replay() -> Iterator[dict[str, Any]]:
             if first is not None:
                 yield first
             yield from chunks
 
-        body = StreamSettlement(replay(), call, include_usage)
-        response = StreamingHttpResponse(body, content_type="text/event-stream")
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"
-        for name, value in headers.items():  # the rate-limit headers: finalize_response
-            response[name] = value
-        return response
+        return event_stream(StreamSettlement(replay(), call, include_usage), headers)
 
 
 class ModelsView(CallerAPIView):

@@ -167,3 +167,74 @@ class QuotaSchema(OpenApiViewExtension):
             responses={200: QuotaReport, **READ_ERRORS},
         )
         return _described(self.target_class, get=get)
+
+
+class ResponseRequest(S.Serializer[dict[str, Any]]):
+    model = S.CharField(required=False, help_text="Empty: the tier's default model.")
+    input = S.JSONField(help_text="A string, or a list of input items.")
+    instructions = S.CharField(required=False)
+    max_output_tokens = S.IntegerField(required=False, help_text="Capped by the tier.")
+    tools = S.JSONField(required=False, help_text="Counted in the reserved estimate.")
+    stream = S.BooleanField(required=False, default=False, help_text="The Responses events.")
+
+
+class EmbeddingRequest(S.Serializer[dict[str, Any]]):
+    model = S.CharField()
+    input = S.JSONField(help_text="A string, strings, a token array or token arrays.")
+    dimensions = S.IntegerField(required=False)
+    encoding_format = S.ChoiceField(["float", "base64"], required=False, default="float")
+
+
+PROVIDER_ERRORS = {
+    400: OpenApiResponse(Error, description="Invalid request or model not allowed."),
+    413: OpenApiResponse(Error, description="Body too large."),
+    502: OpenApiResponse(Error, description="The provider failed."),
+    504: OpenApiResponse(Error, description="The provider timed out."),
+    **ERRORS,
+}
+
+
+class ResponsesSchema(OpenApiViewExtension):
+    target_class = "quotas.api.responses.ResponsesView"
+
+    def view_replacement(self) -> type:
+        responses: dict[Any, Any] = {
+            200: OpenApiResponse(OpenApiTypes.OBJECT, description="A response object."),
+            (200, "text/event-stream"): OpenApiResponse(
+                OpenApiTypes.STR, description="With stream: the Responses events."
+            ),
+            **PROVIDER_ERRORS,
+        }
+        post = extend_schema(
+            summary="Create a model response (OpenAI Responses API)",
+            request=ResponseRequest,
+            responses=responses,
+        )
+        return _described(self.target_class, post=post)
+
+
+class EmbeddingsSchema(OpenApiViewExtension):
+    target_class = "quotas.api.embeddings.EmbeddingsView"
+
+    def view_replacement(self) -> type:
+        post = extend_schema(
+            summary="Create embeddings (OpenAI-compatible)",
+            request=EmbeddingRequest,
+            responses={
+                200: OpenApiResponse(OpenApiTypes.OBJECT, description="The embeddings."),
+                **PROVIDER_ERRORS,
+            },
+        )
+        return _described(self.target_class, post=post)
+
+
+class ModelSchema(OpenApiViewExtension):
+    target_class = "quotas.api.catalogue.ModelView"
+
+    def view_replacement(self) -> type:
+        get = extend_schema(
+            operation_id="v1_model_retrieve",
+            summary="One model the caller's tier may use",
+            responses={200: Model, 404: OpenApiResponse(Error, description="model_not_found")},
+        )
+        return _described(self.target_class, get=get)

@@ -63,8 +63,17 @@ class StaffViewSet(StaffAccess, viewsets.GenericViewSet[M]):
     pass
 
 
-def _model_field(**kwargs: Any) -> serializers.SlugRelatedField[AIModel]:
-    return serializers.SlugRelatedField(slug_field="name", queryset=AIModel.objects.all(), **kwargs)
+class SlugField(serializers.SlugRelatedField[Any]):
+    """A related row by its slug; a slug holding a NUL byte names none (no database error)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, str) and "\x00" in data:
+            self.fail("does_not_exist", slug_name=self.slug_field, value=data)
+        return super().to_internal_value(data)
+
+
+def _model_field(**kwargs: Any) -> SlugField:
+    return SlugField(slug_field="name", queryset=AIModel.objects.all(), **kwargs)
 
 
 class TierSerializer(serializers.ModelSerializer[Tier]):
@@ -136,10 +145,10 @@ class UserQuotaSerializer(serializers.ModelSerializer[UserQuota]):
         ],
     )
     username = serializers.CharField(source="user.get_username", read_only=True)
-    tier = serializers.SlugRelatedField(
+    tier = SlugField(
         slug_field="slug", queryset=Tier.objects.all(), required=False, allow_null=True
     )
-    team = serializers.SlugRelatedField(
+    team = SlugField(
         slug_field="slug", queryset=Team.objects.all(), required=False, allow_null=True
     )
     effective = serializers.SerializerMethodField(help_text="The limits that apply, overrides in.")
@@ -191,7 +200,7 @@ class UserQuotaViewSet(StaffViewSet[UserQuota], viewsets.ModelViewSet[UserQuota]
 
 
 class TeamSerializer(serializers.ModelSerializer[Team]):
-    tier = serializers.SlugRelatedField(
+    tier = SlugField(
         slug_field="slug", queryset=Tier.objects.all(), required=False, allow_null=True
     )
     members = serializers.SerializerMethodField(help_text="Usernames of the team's members.")
@@ -229,7 +238,7 @@ class APIKeySerializer(serializers.ModelSerializer[APIKey]):
     name = serializers.CharField(max_length=50, help_text="A free-form name for the key.")
     username = serializers.CharField(source="user.get_username", read_only=True)
     has_expired = serializers.BooleanField(read_only=True)
-    tier = serializers.SlugRelatedField(
+    tier = SlugField(
         slug_field="slug",
         queryset=Tier.objects.all(),
         required=False,

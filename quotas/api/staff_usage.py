@@ -80,6 +80,8 @@ class UsageRow(serializers.Serializer[dict[str, Any]]):
     requests = serializers.IntegerField()
     prompt_tokens = serializers.IntegerField()
     completion_tokens = serializers.IntegerField()
+    cached_tokens = serializers.IntegerField(help_text="Of the prompt, served from cache.")
+    reasoning_tokens = serializers.IntegerField(help_text="Of the completion, reasoning.")
     total_tokens = serializers.IntegerField()
     cost = serializers.DecimalField(max_digits=20, decimal_places=6, help_text="USD.")
     denied = serializers.IntegerField(help_text="Requests refused by a limit.")
@@ -91,7 +93,16 @@ class UsageReport(serializers.Serializer[dict[str, Any]]):
 
 
 def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    names = ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost", "denied")
+    names = (
+        "requests",
+        "prompt_tokens",
+        "completion_tokens",
+        "cached_tokens",
+        "reasoning_tokens",
+        "total_tokens",
+        "cost",
+        "denied",
+    )
     return {name: sum(row[name] for row in rows) for name in names}
 
 

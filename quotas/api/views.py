@@ -13,14 +13,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import policy
-from ..authentication import APIKeyAuthentication
+from ..authentication import APIKeyAuthentication, request_key
 from ..conf import conf
 from ..denials import shown_limit
 from ..engine import CountersUnavailable, Decision
 from ..exceptions import NoTier, QuotaBlocked
 from ..headers import add_rate_limit_headers, rate_limit_headers
+from ..ledger import token_details
 from ..limit_kinds import kind_of
-from ..models import APIKey
 from ..money import from_micros
 from ..services import service
 from ..throttling import DECISION_ATTR, LIMITS_ATTR
@@ -53,8 +53,7 @@ class CallerAPIView(QuotaHeadersMixin, APIView):
 def caller_quota(request: Request) -> policy.Quota:
     """The caller's quota (with their key's limits); a blocked account (or team), or one
     no tier applies to, is refused."""
-    key = request.auth if isinstance(request.auth, APIKey) else None
-    quota = policy.quota_for_key(request.user, key)
+    quota = policy.quota_for_key(request.user, request_key(request))
     if quota.blocked:
         raise QuotaBlocked("This account's quota is blocked.")
     if quota.no_tier:
@@ -170,7 +169,10 @@ class QuotaView(CallerAPIView):
             decision = read_usage(request.user, quota)
         except CountersUnavailable:
             return counters_unavailable()
-        return Response(quota_report(quota, decision), headers=usage_headers(decision, quota))
+        report = quota_report(quota, decision)
+        report["usage"]["today"].update(token_details(request.user.pk, decision.day))
+        report["usage"]["this_month"].update(token_details(request.user.pk, decision.month))
+        return Response(report, headers=usage_headers(decision, quota))
 
 
 @csrf_exempt

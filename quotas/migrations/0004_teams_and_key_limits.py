@@ -78,6 +78,8 @@ class Migration(migrations.Migration):
                 ('requests', models.PositiveIntegerField(default=0)),
                 ('prompt_tokens', models.PositiveBigIntegerField(default=0)),
                 ('completion_tokens', models.PositiveBigIntegerField(default=0)),
+                ('cached_tokens', models.PositiveBigIntegerField(default=0)),
+                ('reasoning_tokens', models.PositiveBigIntegerField(default=0)),
                 ('cost', models.DecimalField(decimal_places=6, default=Decimal('0'), help_text='USD.', max_digits=14)),
                 ('denied', models.PositiveIntegerField(default=0, help_text='Requests refused by a limit.')),
             ],

@@ -261,6 +261,18 @@ def test_model_and_max_tokens_default_to_the_tiers(make_caller, mock) -> None:
 
 
 @pytest.mark.django_db
+def test_the_end_user_field_is_forwarded(make_caller, mock) -> None:
+    """OpenAI's `user` (the caller's own end-user id) is a request parameter like any other."""
+    caller = make_caller()
+
+    response = post(caller.client(), user="end-user-42")
+
+    assert response.status_code == 200
+    assert mock.last_request["user"] == "end-user-42"
+    assert ledger(caller.user)["requests"] == 1
+
+
+@pytest.mark.django_db
 def test_max_completion_tokens_is_honoured(make_caller, mock) -> None:
     caller = make_caller()
 

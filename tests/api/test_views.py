@@ -72,11 +72,18 @@ def test_shape(client):
     assert limits["max_concurrent_requests"] == {"limit": 2, "used": 0, "remaining": 2}
     assert limits["max_tokens_per_request"] == {"limit": 512}
     assert set(body["usage"]) == {"today", "this_month"}
-    assert set(body["usage"]["today"]) == {"period", "requests", "tokens", "spend"}
+    assert set(body["usage"]["today"]) == {
+        "period",
+        "requests",
+        "tokens",
+        "spend",
+        "cached_tokens",
+        "reasoning_tokens",
+    }
     assert re.fullmatch(r"\d{8}", body["usage"]["today"]["period"])
     assert re.fullmatch(r"\d{6}", body["usage"]["this_month"]["period"])
     assert body["models"] == {
-        "allowed": ["gpt-4.1-nano", "gpt-4o-mini"],
+        "allowed": ["gpt-4.1-nano", "gpt-4o-mini", "text-embedding-3-small"],
         "default": "gpt-4o-mini",
         "fallback": "gpt-4.1-nano",
         "degrade_at_percent": 20,
@@ -155,7 +162,7 @@ def test_redis_down_answers_503(client, settings):
     assert response.json()["error"]["code"] == "quota_unavailable"
 
 
-@pytest.mark.parametrize("path", ["/v1/responses", "/v1/embeddings", "/v1/chat/completions/"])
+@pytest.mark.parametrize("path", ["/v1/responses/", "/v1/files", "/v1/chat/completions/"])
 def test_a_post_to_an_unknown_path_is_a_json_404_not_a_csrf_page(demo, path):
     """Session and CSRF checks on, as for a browser or an SDK whose request has a cookie."""
     client = APIClient(enforce_csrf_checks=True)
