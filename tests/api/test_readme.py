@@ -13,6 +13,7 @@ import pytest
 from django.test import RequestFactory
 
 from quotas import upstream
+from quotas.models import AIModel, Tier
 from tests.event_loop import run_in_fresh_loop
 
 from .conftest import ledger
@@ -58,17 +59,20 @@ def test_own_code_snippets_run_as_written(live_server, make_caller, monkeypatch,
 def test_quick_start_honours_port_and_prints_no_none(
     live_server, make_caller, monkeypatch, tmp_path, capsys
 ) -> None:
+    embedding = AIModel.objects.create(name="text-embedding-3-small")
     caller = make_caller()
+    Tier.objects.get(slug="tier-ada").allowed_models.add(embedding)
     (tmp_path / ".demo-api-key").write_text(caller.key + "\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PORT", str(live_server.thread.port))
     [block] = snippets("The two commands")
     exec(compile(block, str(README), "exec"), {})
     printed = capsys.readouterr().out
-    assert printed.count("[mock]") == 2  # the answer, then the stream
+    # Chat and Responses answers, each plain and streamed; the embeddings carry no text.
+    assert printed.count("[mock]") == 4
     assert "None" not in printed
     assert "'gpt-4o-mini'" in printed
-    assert ledger(caller.user)["requests"] == 2
+    assert ledger(caller.user)["requests"] == 5
 
 
 def manage(project: Path, *args: str) -> str:
@@ -94,7 +98,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.test.utils import setup_test_environment
 
-from quotas.models import APIKey
+from quotas.models import AIModel, APIKey, Tier
 
 setup_test_environment()
 _, key = APIKey.objects.create_key(user=get_user_model().objects.create_user("ada"), name="k")
