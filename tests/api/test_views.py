@@ -118,16 +118,21 @@ def test_figures_follow_reserve_and_settle(client, demo):
 
 def test_reading_the_quota_and_the_models_costs_no_request_budget(client):
     """Far more reads than the free tier's burst of 5 and its 200 requests a day."""
-    responses = [client.get(path) for _ in range(6) for path in (URL, "/v1/models")]
+    paths = (URL, "/v1/models", "/v1/models/gpt-4o-mini")
+    responses = [client.get(path) for _ in range(6) for path in paths]
 
-    assert [r.status_code for r in responses] == [200] * 12
+    assert [r.status_code for r in responses] == [200] * 18
     limits = client.get(URL).json()["limits"]
     assert limits["requests_per_minute"]["remaining"] == 5
     assert limits["requests_per_day"]["used"] == 0
 
 
 def test_headers_report_the_rate_per_minute_and_spend_in_usd(client):
-    for response in (client.get(URL), client.get("/v1/models")):
+    for response in (
+        client.get(URL),
+        client.get("/v1/models"),
+        client.get("/v1/models/gpt-4o-mini"),
+    ):
         assert '"requests_per_minute";q=10;w=60' in response["RateLimit-Policy"]
         assert '"spend_per_month";q=1.0;w=2592000' in response["RateLimit-Policy"]
         assert response["RateLimit"].startswith('"requests_per_minute";r=5;')
