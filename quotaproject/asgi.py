@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import os
 
-from django.conf import settings
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "quotaproject.settings")
 # Each ASGI request runs its sync code in a thread of its own: no persistent connections,
 # but Django's connection pool on PostgreSQL.
 os.environ.setdefault("DJANGO_DB_POOL", "1")
+# The static files (the admin's with `make run` too) come from WhiteNoise's middleware.
 application = get_asgi_application()
-
-if settings.DEBUG:  # `make run`: the admin's static files, as runserver serves them
-    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
-
-    application = ASGIStaticFilesHandler(application)

@@ -33,6 +33,17 @@ ALLOWED_HOSTS = [
     h.strip() for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
 ]
 
+# Served over HTTPS (TLS ending at the reverse proxy, which sets X-Forwarded-Proto):
+# HTTP redirected to HTTPS and cookies sent over HTTPS only. HSTS is the operator's call.
+HTTPS = _flag("DJANGO_HTTPS", False)
+SECURE_SSL_REDIRECT = HTTPS
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_HSTS_SECONDS", "0"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _flag("DJANGO_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = _flag("DJANGO_HSTS_PRELOAD", False)
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -49,6 +60,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "quotaproject.static_files.StaticFilesMiddleware",  # WhiteNoise, sync and async
+    "quotas.middleware.MalformedRequestMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -106,7 +119,13 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# `python manage.py collectstatic` copies every static file here; WhiteNoise serves them
+# (with DEBUG off too) under names carrying a content hash, cached for a year.
+STATIC_ROOT = Path(os.environ.get("DJANGO_STATIC_ROOT") or BASE_DIR / "staticfiles")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -132,6 +151,9 @@ SPECTACULAR_SETTINGS = {
 QUOTAS = {
     "REDIS_URL": REDIS_URL,
     "NUM_PROXIES": int(os.environ.get("QUOTAS_NUM_PROXIES", "0")),
+    "TRUSTED_PROXIES": [
+        p.strip() for p in os.environ.get("QUOTAS_TRUSTED_PROXIES", "").split(",") if p.strip()
+    ],
     "FAIL_OPEN": _flag("QUOTAS_FAIL_OPEN", True),
     "LEASE_SECONDS": float(os.environ.get("QUOTAS_LEASE_SECONDS", "300")),
     "UPSTREAM_TIMEOUT": float(os.environ.get("QUOTAS_UPSTREAM_TIMEOUT", "60")),

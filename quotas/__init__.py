@@ -19,6 +19,7 @@ _PUBLIC = {
     "QuotaError": "exceptions",
     "QuotaExceeded": "exceptions",
     "QuotaBlocked": "exceptions",
+    "NoTier": "exceptions",
     "ProviderBusy": "exceptions",
     "QuotaUnavailable": "exceptions",
     "InvalidRequest": "exceptions",

@@ -9,12 +9,10 @@ from typing import Any
 from django.db import transaction
 
 from .conf import conf
-from .engine import CountersUnavailable, current_windows
-from .engine.engine import unavailable_on_error
-from .engine_factory import get_engine
+from .engine import current_windows
 from .ledger import ledger_usage, window_day
 from .models import QuotaAdjustment
-from .services import user_subject
+from .services import service
 
 logger = logging.getLogger("quotas")
 
@@ -34,12 +32,12 @@ def apply_adjustment(
 ) -> QuotaAdjustment:
     """Give a user back `requests` and `tokens` for today, effective at once.
 
-    The row goes into the ledger; the user's day counters are then dropped from Redis, so
-    the next request re-seeds them from the ledger less every adjustment of the day. They
-    are dropped again once the row is committed, in case a request re-seeded them in
-    between. Raises `CountersUnavailable` (the row is kept) if Redis cannot be reached.
+    The row goes into the ledger; once it is committed, the user's counters are corrected
+    to the ledger (less every adjustment of the day) plus what their calls in flight hold.
+    Correcting rather than dropping keeps those reservations counted. Raises
+    `CountersUnavailable` (the row is kept, and the counters are corrected when Redis
+    answers again) if Redis cannot be reached.
     """
-    engine = get_engine()
     day_window, _ = current_windows(int(time.time() * 1_000_000), conf.TIME_ZONE)
     adjustment = QuotaAdjustment.objects.create(
         user_id=user_id,
@@ -50,20 +48,7 @@ def apply_adjustment(
         created_by=created_by,
         reason=reason[:200],
     )
-    key = engine.window_key(user_subject(user_id), day_window)
-
-    def drop() -> None:
-        with unavailable_on_error():
-            engine.client.delete(key)
-
-    def drop_after_commit() -> None:
-        try:
-            drop()
-        except CountersUnavailable:
-            logger.warning("quotas: Redis unreachable; adjustment %s waits", adjustment.pk)
-
-    transaction.on_commit(drop_after_commit)
-    drop()
+    transaction.on_commit(lambda: service.correct_counters(user_id))
     return adjustment
 
 

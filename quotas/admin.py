@@ -2,24 +2,54 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as delete_selected_objects
 from django.contrib.admin.exceptions import NotRegistered
+from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpRequest
-from django.urls import path
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import path, reverse
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey as LibraryAPIKey
 
 from . import admin_actions, dashboard
-from .models import LIMIT_FIELDS, AIModel, APIKey, QuotaAdjustment, Tier, UsageRecord, UserQuota
+from .models import (
+    LAST_DEFAULT_DELETE,
+    LAST_DEFAULT_UNSET,
+    LIMIT_FIELDS,
+    AIModel,
+    APIKey,
+    LevelUsage,
+    Provider,
+    QuotaAdjustment,
+    Team,
+    Tier,
+    UsageRecord,
+    UserQuota,
+)
+
+if TYPE_CHECKING:
+    # Generic in django-stubs only: Django's own classes cannot be subscripted at run time.
+    TierFormBase = forms.ModelForm[Tier]
+    TierAdminBase = admin.ModelAdmin[Tier]
+    AIModelAdminBase = admin.ModelAdmin[AIModel]
+    TeamAdminBase = admin.ModelAdmin[Team]
+    ProviderAdminBase = admin.ModelAdmin[Provider]
+    UserQuotaInlineBase = admin.StackedInline[UserQuota, Any]
+    ReadOnlyAdminBase = admin.ModelAdmin[Any]
+else:
+    TierFormBase = forms.ModelForm
+    TierAdminBase = AIModelAdminBase = TeamAdminBase = ProviderAdminBase = admin.ModelAdmin
+    ReadOnlyAdminBase = admin.ModelAdmin
+    UserQuotaInlineBase = admin.StackedInline
 
 
-class TierForm(forms.ModelForm):
+class TierForm(TierFormBase):
     class Meta:
         model = Tier
         fields = (
@@ -35,6 +65,8 @@ class TierForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
+        if not data.get("is_default") and self.instance.is_last_default():
+            self.add_error("is_default", LAST_DEFAULT_UNSET)
         tier = Tier(
             default_model=data.get("default_model"), fallback_model=data.get("fallback_model")
         )
@@ -47,7 +79,7 @@ class TierForm(forms.ModelForm):
 
 
 @admin.register(Tier)
-class TierAdmin(admin.ModelAdmin):
+class TierAdmin(TierAdminBase):
     form = TierForm
     list_display = ("name", "slug", "is_default", *LIMIT_FIELDS)
     list_display_links = ("name",)
@@ -63,49 +95,109 @@ class TierAdmin(admin.ModelAdmin):
             {"fields": ("allowed_models", "default_model", "fallback_model", "degrade_at_percent")},
         ),
     )
+    actions = ("delete_selected",)
+
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> Any:
+        tier = self.get_object(request, unquote(object_id))
+        if tier is not None and tier.is_last_default():
+            self.message_user(request, LAST_DEFAULT_DELETE, messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:quotas_tier_change", args=[tier.pk]))
+        return super().delete_view(request, object_id, extra_context)
+
+    @admin.action(description="Delete selected tiers", permissions=["delete"])
+    def delete_selected(self, request: HttpRequest, queryset: Any) -> Any:
+        """Django's own, refused when the default tier is among the selected."""
+        if any(tier.is_last_default() for tier in queryset.filter(is_default=True)):
+            self.message_user(request, LAST_DEFAULT_DELETE, messages.ERROR)
+            return None
+        return delete_selected_objects(self, request, queryset)
+
+
+@admin.register(Provider)
+class ProviderAdmin(ProviderAdminBase):
+    """Providers by base URL and the name of their key's variable (never the key)."""
+
+    list_display = ("name", "base_url", "api_key_env", "timeout")
+    search_fields = ("name", "base_url")
+    empty_value_display = "none"
 
 
 @admin.register(AIModel)
-class AIModelAdmin(admin.ModelAdmin):
+class AIModelAdmin(AIModelAdminBase):
     list_display = (
         "name",
+        "provider",
         "input_price_per_million",
+        "cached_input_price_per_million",
         "output_price_per_million",
         "upstream_requests_per_minute",
         "upstream_tokens_per_minute",
         "active",
     )
-    list_filter = ("active",)
+    list_filter = ("active", "provider")
     search_fields = ("name",)
     empty_value_display = "none"
 
 
-class UserQuotaInline(admin.StackedInline):
+@admin.register(Team)
+class TeamAdmin(TeamAdminBase):
+    """Teams: their tier, overrides, members and where their shared budget stands."""
+
+    list_display = ("name", "slug", "tier", "blocked", "member_count")
+    list_select_related = ("tier",)
+    search_fields = ("name", "slug")
+    prepopulated_fields = {"slug": ("name",)}
+    readonly_fields = ("standing",)
+    fieldsets = (
+        (None, {"fields": ("name", "slug", "tier", "blocked", "note")}),
+        ("Overrides", {"fields": LIMIT_FIELDS, "description": "Empty: the tier's value."}),
+        ("Usage", {"fields": ("standing",)}),
+    )
+
+    @admin.display(description="members")
+    def member_count(self, team: Team) -> int:
+        return team.members.count()
+
+    @admin.display(description="Limits and usage")
+    def standing(self, team: Team) -> str:
+        if team.pk is None:
+            return "-"
+        return dashboard.team_standing(team)
+
+
+class UserQuotaInline(UserQuotaInlineBase):
     model = UserQuota
     can_delete = True
     max_num = 1
     verbose_name_plural = "quota"
     fieldsets = (
-        (None, {"fields": ("tier", "blocked", "note")}),
+        (None, {"fields": ("tier", "team", "blocked", "note")}),
         ("Overrides", {"fields": LIMIT_FIELDS, "description": "Empty: the tier's value."}),
     )
 
 
 User = get_user_model()
 try:
-    BaseUserAdmin: type[admin.ModelAdmin] = type(admin.site.get_model_admin(User))
+    BaseUserAdmin: type[admin.ModelAdmin[Any]] = type(admin.site.get_model_admin(User))
     admin.site.unregister(User)
 except NotRegistered:
     BaseUserAdmin = UserAdmin
 
+if TYPE_CHECKING:  # the project's own user admin, known only at run time
+    QuotaUserAdminBase = admin.ModelAdmin[Any]
+else:
+    QuotaUserAdminBase = BaseUserAdmin
+
 
 @admin.register(User)
-class QuotaUserAdmin(BaseUserAdmin):
+class QuotaUserAdmin(QuotaUserAdminBase):
     """The project's user admin, with the quota inline, usage panel and counter actions."""
 
     inlines = (*BaseUserAdmin.inlines, UserQuotaInline)
     actions = (*(BaseUserAdmin.actions or ()), admin_actions.reset_today, admin_actions.grant_boost)
-    list_filter = (*BaseUserAdmin.list_filter, "quota__tier", "quota__blocked")
+    list_filter = (*BaseUserAdmin.list_filter, "quota__tier", "quota__team", "quota__blocked")
     change_form_template = "admin/quotas/user_change_form.html"
 
     def change_view(
@@ -132,12 +224,23 @@ if admin.site.is_registered(LibraryAPIKey):
 class APIKeyAdmin(APIKeyModelAdmin):
     """Keys are created here and shown once, in a message; only their hash is stored."""
 
-    list_display = ("prefix", "user", "name", "created", "last_used_at", "expiry_date", "revoked")
-    list_filter = ("revoked", "created")
+    # The library's admin leaves these untyped, so mypy takes each tuple's length as its type.
+    list_display = ("prefix", "user", "name", "created", "last_used_at", "expiry_date", "revoked")  # type: ignore[assignment]
+    list_filter = ("revoked", "created")  # type: ignore[assignment]
     list_select_related = ("user",)
-    search_fields = ("prefix", "name", "user__username")
+    search_fields = ("prefix", "name", "user__username")  # type: ignore[assignment]
     autocomplete_fields = ("user",)
     actions = ("revoke",)
+    fieldsets = (
+        (None, {"fields": ("name", "user", "expiry_date", "revoked")}),
+        (
+            "Limits of this key",
+            {
+                "fields": ("tier", *LIMIT_FIELDS),
+                "description": "Empty: the owner's limits alone. None may be above the owner's.",
+            },
+        ),
+    )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         fields = (*super().get_readonly_fields(request, obj), "last_used_at")
@@ -149,7 +252,7 @@ class APIKeyAdmin(APIKeyModelAdmin):
         self.message_user(request, f"{count} key(s) revoked.", messages.SUCCESS)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(ReadOnlyAdminBase):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
@@ -168,7 +271,9 @@ class UsageRecordAdmin(ReadOnlyAdmin):
         "model",
         "requests",
         "prompt_tokens",
+        "cached_tokens",
         "completion_tokens",
+        "reasoning_tokens",
         "total_tokens",
         "cost",
         "denied",
@@ -190,6 +295,23 @@ class UsageRecordAdmin(ReadOnlyAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         return admin_actions.dashboard_view(self, request)
+
+
+@admin.register(LevelUsage)
+class LevelUsageAdmin(ReadOnlyAdmin):
+    list_display = (
+        "day",
+        "level",
+        "model",
+        "requests",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost",
+        "denied",
+    )
+    list_filter = ("model",)
+    date_hierarchy = "day"
+    search_fields = ("level", "model")
 
 
 @admin.register(QuotaAdjustment)

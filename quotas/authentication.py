@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.utils import timezone
 from rest_framework import authentication, exceptions
@@ -32,7 +32,8 @@ class APIKeyAuthentication(authentication.BaseAuthentication):
             # Not one of ours (a session or another scheme may still apply).
             raise exceptions.AuthenticationFailed("Incorrect API key provided.")
         try:
-            api_key = self.model.objects.get_from_key(key.strip())
+            # The library's manager is typed with its abstract model.
+            api_key = cast(APIKey, self.model.objects.get_from_key(key.strip()))
         except self.model.DoesNotExist:
             raise exceptions.AuthenticationFailed("Incorrect API key provided.") from None
         if api_key.has_expired:
@@ -46,3 +47,9 @@ class APIKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request: Any) -> str:
         return 'Bearer realm="api"'
+
+
+def request_key(request: Any) -> APIKey | None:
+    """The API key a request authenticated with, if any (its own limits apply to the call)."""
+    key = getattr(request, "auth", None)
+    return key if isinstance(key, APIKey) else None

@@ -17,11 +17,11 @@ from asgiref.sync import sync_to_async
 
 from . import policy, upstream
 from .database import in_orm_thread
-from .engine import CountersUnavailable, Decision
+from .engine import CountersUnavailable, Decision, Usage
 from .exceptions import InvalidRequest, ProviderBusy, QuotaExceeded, QuotaUnavailable
 from .fallback import serving_model
 from .headers import rate_limit_headers
-from .models import AIModel
+from .models import AIModel, APIKey
 from .planning import MAX_TOKENS, Plan, plan_call
 from .services import Grant, service
 from .tokens import count_text_tokens
@@ -31,7 +31,7 @@ logger = logging.getLogger("quotas")
 
 # The request parameters `reserve` takes by name; the rest of a body passes through.
 RESERVE_ARGUMENTS = ("model", "messages", "tools", "max_tokens", "n")
-OUTPUT_CAPS = ("max_tokens", "max_completion_tokens")
+OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
 
 def reserve_arguments(body: dict[str, Any]) -> dict[str, Any]:
@@ -49,11 +49,15 @@ def _user_id(user: Any) -> int:
     return int(pk)
 
 
-def _quota_for(user: Any, user_id: int) -> policy.Quota:
+def _quota_for(user: Any, user_id: int, key: Any = None) -> policy.Quota:
     if getattr(user, "pk", None) is None:
         from django.contrib.auth import get_user_model
 
         user = get_user_model()(pk=user_id)
+    if key is not None:
+        if not isinstance(key, APIKey) or key.user_id != user_id:
+            raise InvalidRequest("'key' must be an API key of this user.", "key", "invalid_key")
+        return policy.quota_for_key(user, key)
     return policy.quota_for_user(user)
 
 
@@ -74,6 +78,8 @@ class MeteredCall:
         self.decision: Decision | None = None
         self.grant: Grant | None = None
         self.done = False
+        # Whether the tier's fallback model may serve this call (not for embeddings).
+        self.may_fall_back = True
 
     # what the caller reads ------------------------------------------------------------
 
@@ -108,7 +114,9 @@ class MeteredCall:
 
     def headers(self) -> dict[str, str]:
         """The rate-limit headers of this call's decision."""
-        return {} if self.decision is None else rate_limit_headers(self.decision)
+        if self.decision is None:
+            return {}
+        return rate_limit_headers(self.decision, self.quota.named_limits())
 
     # the end of the call --------------------------------------------------------------
 
@@ -184,10 +192,15 @@ class MeteredCall:
             return None
         prompt = min(usage.prompt_tokens, MAX_TOKENS)
         completion = min(usage.completion_tokens, MAX_TOKENS)
+        # The parts the provider reported, never more than the whole they are part of.
+        cached = min(usage.cached_tokens or 0, prompt)
+        reasoning = min(usage.reasoning_tokens or 0, completion)
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
-            "cost": self.served.cost_micros(prompt, completion),
+            "cached_tokens": cached,
+            "reasoning_tokens": reasoning,
+            "cost": self.served.cost_micros(prompt, completion, cached),
             "model": self.served.name,
         }
 
@@ -227,6 +240,7 @@ def _first_count(*values: int | None) -> int | None:
 
 def reserve(
     user: Any,
+    /,
     *,
     model: str | None = None,
     messages: list[Any] | None = None,
@@ -234,10 +248,17 @@ def reserve(
     max_tokens: int | None = None,
     n: int = 1,
     tokens: int | None = None,
+    key: Any = None,
+    fallback: bool = True,
     **params: Any,
 ) -> MeteredCall:
     """Reserve one AI call's worst case for `user` under their tier; see MeteredCall.
 
+    `key`, one of the user's API keys, adds that key's own limits (and, always, the
+    user's team's) to the decision.
+
+    `tokens` reserves exactly that many (e.g. an embedding's counted input) instead of
+    the estimate; `fallback=False` never serves the tier's fallback model instead.
     Raises QuotaExceeded (nothing charged), QuotaBlocked, ProviderBusy, QuotaUnavailable
     or InvalidRequest.
     """
@@ -246,7 +267,9 @@ def reserve(
         dict(model=model, messages=messages, tools=tools, max_tokens=max_tokens, n=n),
         tokens,
         params,
+        key,
     )
+    call.may_fall_back = fallback
     steps = _take(call, catalogue)
     reply: Any = None
     try:
@@ -270,11 +293,11 @@ def reserve(
 
 
 def _planned(
-    user: Any, asked: dict[str, Any], tokens: Any, params: dict[str, Any]
+    user: Any, asked: dict[str, Any], tokens: Any, params: dict[str, Any], key: Any = None
 ) -> tuple[MeteredCall, dict[str, AIModel]]:
     """The call planned under the user's quota, not reserved yet."""
     user_id = _user_id(user)
-    quota = _quota_for(user, user_id)
+    quota = _quota_for(user, user_id, key)
     catalogue = policy.model_catalogue()
     plan = plan_call(quota, catalogue, tokens=tokens, params=params, **asked)
     completion_budget = plan.worst_tokens - plan.prompt_tokens
@@ -310,9 +333,11 @@ def _take(call: MeteredCall, catalogue: dict[str, AIModel]) -> Generator[TakeSte
         )
 
     fallback = catalogue.get(quota.fallback_model or "")
-    can_degrade = bool(quota.degrade_at_percent and fallback and fallback != plan.model)
+    can_degrade = bool(
+        call.may_fall_back and quota.degrade_at_percent and fallback and fallback != plan.model
+    )
     decision, grant = yield attempt(plan.model, record_denial=not can_degrade)
-    charged = {"dt": plan.worst_tokens, "dr": 1, "ms": call.spend}
+    charged = Usage(requests=1, tokens=plan.worst_tokens, spend=call.spend)
     if can_degrade and fallback is not None:
         if serving_model(quota, plan.model.name, decision, charged) != plan.model.name:
             # Running low: give this back and take the cheaper fallback's price instead.
@@ -323,7 +348,9 @@ def _take(call: MeteredCall, catalogue: dict[str, AIModel]) -> Generator[TakeSte
             yield ("record_denial", (decision, plan.model.name))
     call.decision, call.grant = decision, grant
     if grant is None:
-        raise QuotaExceeded.from_decision(decision)
+        raise QuotaExceeded.from_decision(
+            decision, limits=quota.named_limits(), asked=Usage(1, plan.worst_tokens, call.spend)
+        )
 
 
 def _through_provider_limits(call: MeteredCall) -> None:
@@ -371,7 +398,10 @@ class AsyncMeteredCall:
         kwargs = dict(self._kwargs)
         asked = {name: kwargs.pop(name, None) for name in RESERVE_ARGUMENTS}
         tokens = kwargs.pop("tokens", None)
-        call, catalogue = await in_orm_thread(_planned)(self._user, asked, tokens, kwargs)
+        key = kwargs.pop("key", None)
+        may_fall_back = kwargs.pop("fallback", True)
+        call, catalogue = await in_orm_thread(_planned)(self._user, asked, tokens, kwargs, key)
+        call.may_fall_back = bool(may_fall_back)
         steps = _take(call, catalogue)
         reply: Any = None
         try:
@@ -442,6 +472,6 @@ class AsyncMeteredCall:
             await service.arefund(self.call.grant)  # type: ignore[arg-type]
 
 
-def areserve(user: Any, **kwargs: Any) -> AsyncMeteredCall:
+def areserve(user: Any, /, **kwargs: Any) -> AsyncMeteredCall:
     """`reserve` for async code: `async with quotas.areserve(user, ...) as call:`."""
     return AsyncMeteredCall(user, kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -46,7 +47,7 @@ def _show(value: int | Decimal, money: bool) -> str:
 
 def bar_chart(
     days: list[date],
-    values: list[int] | list[Decimal],
+    values: Sequence[int | Decimal],
     metric: str,
     *,
     money: bool = False,

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.db import DatabaseError, router
 
-from .conf import DEFAULTS, PROVIDERS, conf
+from .conf import DEFAULTS, PROVIDERS, conf, parse_networks
 from .upstream import provider_configured
+
+# The embedded store's modules: fakeredis and its Lua runtime.
+EMBEDDED_STORE = ("fakeredis", "lupa")
 
 
 @register(Tags.compatibility)
@@ -68,6 +73,18 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     id="quotas.E005",
                 )
             )
+    proxies = user.get("TRUSTED_PROXIES") or ()
+    entries = [proxies] if isinstance(proxies, str) else list(proxies)
+    invalid = [str(entry) for entry in entries if not parse_networks((str(entry),))]
+    if invalid:
+        errors.append(
+            Error(
+                f"QUOTAS['TRUSTED_PROXIES'] holds entries that are no address or network: "
+                f"{', '.join(map(repr, invalid))}.",
+                hint="List addresses or networks, e.g. ['10.0.0.0/8', '2001:db8::1'].",
+                id="quotas.E008",
+            )
+        )
     if conf.PROVIDER not in PROVIDERS:
         errors.append(
             Error(
@@ -86,6 +103,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="quotas.E007",
             )
         )
+    missing = [name for name in EMBEDDED_STORE if not url and find_spec(name) is None]
+    if missing:
+        errors.append(
+            Error(
+                "QUOTAS['REDIS_URL'] is not set and the embedded store is not installed "
+                f"(no {', '.join(missing)}): every request would fail.",
+                hint='Set REDIS_URL, or pip install "django-ai-quotas[embedded]" for a '
+                "single-process development server.",
+                id="quotas.E009",
+            )
+        )
     if not url and not settings.DEBUG:
         errors.append(
             Warning(
@@ -95,3 +123,31 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
     return errors
+
+
+@register(Tags.database)
+def check_default_tier(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Users without a tier of their own get the default one; without it they are refused."""
+    from .models import Tier
+
+    alias = router.db_for_read(Tier)
+    if databases is not None and alias not in databases:
+        return []
+    try:
+        missing = not Tier.objects.using(alias).filter(is_default=True).exists()
+    except DatabaseError:  # not migrated yet, or not reachable: nothing to tell
+        return []
+    if not missing:
+        return []
+    return [
+        Error(
+            "No tier is the default: users without a tier of their own (and anonymous "
+            "callers, unless QUOTAS['ANONYMOUS_TIER'] names a tier) are refused with 403 "
+            "no_tier.",
+            hint="Mark one tier as the default in the admin, or with the staff API: "
+            'PATCH /api/tiers/<slug>/ {"is_default": true}.',
+            id="quotas.E010",
+        )
+    ]

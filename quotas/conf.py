@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
@@ -18,6 +20,9 @@ DEFAULTS: dict[str, Any] = {
     # Trusted reverse proxies in front of the app; the client IP is read from
     # X-Forwarded-For that many hops from the right. 0: REMOTE_ADDR only.
     "NUM_PROXIES": 0,
+    # Addresses or networks of the reverse proxies whose X-Forwarded-For is believed; the
+    # client is the rightmost hop that is not one of them. Empty: NUM_PROXIES decides.
+    "TRUSTED_PROXIES": (),
     # Slug of the tier for anonymous callers (limited by IP); None: the default tier.
     "ANONYMOUS_TIER": None,
     # With Redis unreachable: True lets rate limits pass, False refuses with 503.
@@ -45,6 +50,21 @@ DEFAULTS: dict[str, Any] = {
 
 PROVIDERS = ("openai", "mock")
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@lru_cache(maxsize=8)
+def parse_networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
+    """The networks named by `entries` (an address is a network of one); the ones that are
+    not addresses or networks are left out (system check quotas.E008 names them)."""
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            continue
+    return tuple(networks)
+
 
 class Settings:
     """Typed access to `settings.QUOTAS`; reads Django settings on every access."""
@@ -68,6 +88,12 @@ class Settings:
     @property
     def NUM_PROXIES(self) -> int:
         return int(self._get("NUM_PROXIES"))
+
+    @property
+    def TRUSTED_PROXIES(self) -> tuple[Network, ...]:
+        value = self._get("TRUSTED_PROXIES") or ()
+        entries = (value,) if isinstance(value, str) else value
+        return parse_networks(tuple(str(entry) for entry in entries))
 
     @property
     def ANONYMOUS_TIER(self) -> str | None:

@@ -10,11 +10,14 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.paginator import Page, Paginator
 from django.db.models import F, Q, Sum
+from django.utils.html import format_html, format_html_join
 
 from . import ledger, services
 from .charts import Chart, bar_chart, usd
 from .engine import CountersUnavailable, Decision
-from .policy import from_micros, quota_for_user
+from .limit_kinds import BY_FIELD
+from .money import from_micros
+from .policy import quota_for_team, quota_for_user
 
 NEAR_PERCENT = 80
 PER_PAGE = 50
@@ -22,15 +25,19 @@ ALERT_SCAN = 200  # users with usage this month whose live counters are checked 
 TOP = 10
 HISTORY_DAYS = 30
 
-# (limit name, label, limit code, where the figure is when there is no limit)
-METERS = (
-    ("requests_per_day", "Requests today", "dr", ("day", "requests")),
-    ("tokens_per_day", "Tokens today", "dt", ("day", "tokens")),
-    ("spend_today", "Spend today", "", ("day", "spend")),
-    ("tokens_per_month", "Tokens this month", "mt", ("month", "tokens")),
-    ("spend_per_month", "Spend this month", "ms", ("month", "spend")),
-    ("requests_per_minute", "Rate (burst)", "rr", None),
-    ("max_concurrent_requests", "In flight", "cc", None),
+# The users table's columns, in order.
+METERS = tuple(
+    BY_FIELD[name]
+    for name in (
+        "requests_per_day",
+        "tokens_per_day",
+        "spend_per_day",
+        "tokens_per_month",
+        "spend_per_month",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "max_concurrent_requests",
+    )
 )
 
 
@@ -64,17 +71,15 @@ def _meter(name: str, label: str, is_money: bool, used: int | None, limit: int |
 
 def meters(decision: Decision) -> list[Meter]:
     out = []
-    for name, label, code, fallback in METERS:
-        state = decision.state(code) if code else None
-        is_money = name.startswith("spend")
+    for kind in METERS:
+        state = next((s for s in decision.states if s.name == kind.field), None)
         if state is not None:
-            out.append(_meter(name, label, is_money, state.used, state.limit))
-        elif fallback is not None:
-            period, figure = fallback
-            usage = decision.day_usage if period == "day" else decision.month_usage
-            out.append(_meter(name, label, is_money, getattr(usage, figure), None))
+            out.append(_meter(kind.field, kind.label, kind.is_money, state.used, state.limit))
+        elif kind.is_budget:
+            usage = decision.day_usage if kind.period == "day" else decision.month_usage
+            out.append(_meter(kind.field, kind.label, kind.is_money, kind.amount_of(usage), None))
         else:
-            out.append(_meter(name, label, False, None, None))
+            out.append(_meter(kind.field, kind.label, False, None, None))
     return out
 
 
@@ -113,6 +118,28 @@ def user_panel(user: Any, *, history: bool = False, live: bool = True) -> Panel:
         panel.chart = bar_chart(days, [r["total_tokens"] for r in rows], "tokens")
         panel.spend_chart = bar_chart(days, [r["cost"] for r in rows], "spend", money=True)
     return panel
+
+
+def team_standing(team: Any) -> str:
+    """A team's limits as meters (live from Redis), for its admin page."""
+    quota = quota_for_team(team)
+    try:
+        decision = services.service.team_usage(team.pk, quota)
+    except CountersUnavailable:
+        return UNREACHABLE
+    rows = [
+        format_html(
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            meter.label,
+            meter.used or "0",
+            "unlimited" if meter.limit is None else f"{meter.limit} ({meter.percent}%)",
+        )
+        for meter in meters(decision)
+    ]
+    head = format_html("<tr><th>{}</th><th>{}</th><th>{}</th></tr>", "Limit", "Used", "Of")
+    return format_html(
+        "<table>{}{}</table>", head, format_html_join("", "{}", ((r,) for r in rows))
+    )
 
 
 def _history(filters: dict[str, Any]) -> tuple[list[date], list[dict[str, Any]]]:
@@ -163,6 +190,8 @@ def _shown(row: dict[str, Any]) -> dict[str, Any]:
         **row,
         "requests_display": f"{row['requests']:,}",
         "tokens_display": f"{row['tokens'] if 'tokens' in row else row['total_tokens']:,}",
+        "cached_display": f"{row.get('cached_tokens', 0):,}",
+        "reasoning_display": f"{row.get('reasoning_tokens', 0):,}",
         "cost_display": usd(row["cost"]),
     }
 
@@ -172,6 +201,8 @@ def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
         {
             "requests": sum(r["requests"] for r in rows),
             "tokens": sum(r["total_tokens"] for r in rows),
+            "cached_tokens": sum(r["cached_tokens"] for r in rows),
+            "reasoning_tokens": sum(r["reasoning_tokens"] for r in rows),
             "cost": sum((r["cost"] for r in rows), Decimal(0)),
             "denied": sum(r["denied"] for r in rows),
         }
@@ -222,7 +253,7 @@ def dashboard(page_number: Any = 1, search: str = "") -> dict[str, Any]:
         "alerts": alerts,
         "page": page,
         "rows": rows,
-        "columns": [label for _, label, _, _ in METERS],
+        "columns": [kind.label for kind in METERS],
         "search": search,
         "top_spenders": top,
         "denied": denied,

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from .conf import conf
+from .denials import is_retryable, message
+
 if TYPE_CHECKING:
-    from .engine import Decision
-
-
-# Limit codes that are rates (retry soon), not budgets.
-RATE_CODES = ("rr", "rt", "cc")
+    from .engine import Decision, Limit, Usage
 
 
 class QuotaError(Exception):
@@ -31,49 +31,53 @@ class QuotaError(Exception):
 
 
 class QuotaExceeded(QuotaError):
-    """A limit ran out; nothing was charged. `limit` names it, e.g. "tokens_per_day"."""
+    """A limit ran out; nothing was charged. `limit` names it, e.g. "tokens_per_day".
+
+    `retryable` is False for a day, month or spend budget: it answers with
+    `x-should-retry: false`, so SDKs do not retry until it resets.
+    """
 
     status = 429
+    code: str
 
-    def __init__(self, decision: Decision, *, limit: str, code: str, message: str) -> None:
+    def __init__(
+        self,
+        decision: Decision,
+        *,
+        limit: str,
+        code: str,
+        message: str,
+        limits: Iterable[Limit] = (),
+    ) -> None:
         super().__init__(message)
         self.decision = decision
+        self.limits = tuple(limits)
         self.limit = limit
         self.code = code
         self.type = "insufficient_quota" if code == "insufficient_quota" else "requests"
+        self.retryable = code != "insufficient_quota"
         self.retry_after = max(1, math.ceil(decision.retry_after))
         self.resets_at = datetime.fromtimestamp(
             decision.now_us / 1_000_000 + decision.retry_after, tz=UTC
         )
 
     @classmethod
-    def from_decision(cls, decision: Decision) -> QuotaExceeded:
-        """Which limit ran out, how it is answered, and when it resets."""
-        name = decision.denied_by or "a limit"
-        state = next((s for s in decision.states if s.name == name), None)
-        wait = max(1, math.ceil(decision.retry_after))
-        is_rate = state is None or state.code in RATE_CODES
-        code = "rate_limit_exceeded" if is_rate else "insufficient_quota"
-        if state is not None and state.code == "cc":
-            message = (
-                f"Too many concurrent requests: your limit {name} is {state.limit}. "
-                f"Retry after {wait} s."
-            )
-        elif is_rate:
-            message = f"Rate limit reached for {name}. Retry after {wait} s."
-        else:
-            limit: object = state.limit if state else "?"
-            if state is not None and state.code[1] == "s":
-                limit = f"${int(state.limit) / 1_000_000:.2f}"
-            message = (
-                f"You exceeded your quota: {name} ({limit}) is used up. It resets in {wait} s."
-            )
-        return cls(decision, limit=name, code=code, message=message)
+    def from_decision(
+        cls, decision: Decision, *, limits: Iterable[Limit] = (), asked: Usage | None = None
+    ) -> QuotaExceeded:
+        """Which limit ran out, how it is answered, and when it resets. `limits` (the
+        policy's) show rates per minute; `asked` is what the request needed."""
+        limits = tuple(limits)
+        code = "rate_limit_exceeded" if is_retryable(decision) else "insufficient_quota"
+        text = message(decision, limits=limits, asked=asked, time_zone=conf.TIME_ZONE)
+        return cls(
+            decision, limit=decision.denied_by or "a limit", code=code, message=text, limits=limits
+        )
 
     def headers(self) -> dict[str, str]:
         from .headers import rate_limit_headers
 
-        return rate_limit_headers(self.decision)
+        return rate_limit_headers(self.decision, self.limits)
 
 
 class QuotaBlocked(QuotaError):
@@ -82,6 +86,21 @@ class QuotaBlocked(QuotaError):
     status = 403
     type = "permission_error"
     code = "blocked"
+
+
+class NoTier(QuotaError):
+    """No tier applies to this account and no tier is the default: refused, never unlimited."""
+
+    status = 403
+    type = "permission_error"
+    code = "no_tier"
+
+    def __init__(
+        self,
+        message: str = "No quota tier applies to this account and there is no default tier; "
+        "ask the service's staff to assign one.",
+    ) -> None:
+        super().__init__(message)
 
 
 class ProviderBusy(QuotaError):

@@ -2,30 +2,28 @@
 
 from __future__ import annotations
 
-from .engine import Decision
+from .engine import Decision, Usage
+from .limit_kinds import kind_of
 from .policy import Quota
 
-# Limits whose running low switches a caller to the fallback model.
-WATCHED = ("dt", "dr", "ms")
 
+def running_low(quota: Quota, decision: Decision, charged: Usage | None = None) -> str | None:
+    """The first limit that degrades (see `LimitKind.degrades`) with less than
+    `degrade_at_percent` left, if any.
 
-def running_low(
-    quota: Quota, decision: Decision, charged: dict[str, int] | None = None
-) -> str | None:
-    """The first watched limit with less than `degrade_at_percent` left, if any.
-
-    `charged` (amounts by limit code) is what a granted decision took, added back so the
-    test is on what was left before this request.
+    `charged` is what a granted decision took, added back so the test is on what was left
+    before this request.
     """
     percent = quota.degrade_at_percent
     if not percent:
         return None
     for state in decision.states:
+        kind = kind_of(state.name, state.code)
         remaining = state.remaining
         if charged and decision.allowed:
-            remaining += charged.get(state.code, 0)
+            remaining += kind.amount_of(charged)
         low = remaining * 100 < percent * state.limit
-        if state.code in WATCHED and state.limit > 0 and low:
+        if kind.degrades and state.limit > 0 and low:
             return state.name
     return None
 
@@ -34,7 +32,7 @@ def serving_model(
     quota: Quota,
     requested: str,
     decision: Decision | None,
-    charged: dict[str, int] | None = None,
+    charged: Usage | None = None,
 ) -> str:
     """The model to serve: the requested one, or the fallback when the caller runs low."""
     fallback = quota.fallback_model

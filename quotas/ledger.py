@@ -11,8 +11,9 @@ from django.db.models import F, Sum
 
 from .conf import conf
 from .engine import Usage, Window, current_windows
-from .models import QuotaAdjustment, UsageRecord
-from .policy import to_micros
+from .models import LevelUsage, QuotaAdjustment, UsageRecord
+from .money import from_micros, to_micros
+from .subjects import team_subject
 
 
 def window_day(window: Window) -> date:
@@ -56,6 +57,34 @@ def ledger_usage(user_id: int | None, window: Window) -> Usage:
     return Usage(requests=requests, tokens=tokens, spend=to_micros(totals["cost"] or 0))
 
 
+def level_usage(level: str, window: Window) -> Usage:
+    """What the ledger holds for a team ("t:5") or a key ("k:abc") in a window."""
+    first, last = window_days(window)
+    totals = LevelUsage.objects.filter(level=level, day__gte=first, day__lte=last).aggregate(
+        requests=Sum("requests"),
+        prompt=Sum("prompt_tokens"),
+        completion=Sum("completion_tokens"),
+        cost=Sum("cost"),
+    )
+    tokens = (totals["prompt"] or 0) + (totals["completion"] or 0)
+    return Usage(totals["requests"] or 0, tokens, to_micros(totals["cost"] or 0))
+
+
+def team_usage(team_id: int) -> dict[str, Any]:
+    """A team's usage today and this month, from the ledger (spend in USD)."""
+    day, month = current_windows(int(time.time() * 1_000_000), conf.TIME_ZONE)
+    out = {}
+    for name, window in (("today", day), ("this_month", month)):
+        used = level_usage(team_subject(team_id), window)
+        out[name] = {
+            "period": window.label,
+            "requests": used.requests,
+            "tokens": used.tokens,
+            "spend": str(from_micros(used.spend)),
+        }
+    return out
+
+
 def today() -> tuple[date, date, date]:
     """(today, first and last day of this month) in the quota time zone."""
     day, month = current_windows(int(time.time() * 1_000_000), conf.TIME_ZONE)
@@ -90,6 +119,8 @@ def ledger_rows(
         requests=Sum("requests"),
         prompt_tokens=Sum("prompt_tokens"),
         completion_tokens=Sum("completion_tokens"),
+        cached_tokens=Sum("cached_tokens"),
+        reasoning_tokens=Sum("reasoning_tokens"),
         cost=Sum("cost"),
         denied=Sum("denied"),
     )
@@ -98,3 +129,19 @@ def ledger_rows(
         {**row, "total_tokens": row["prompt_tokens"] + row["completion_tokens"]}
         for row in sums.order_by(*order)
     ]
+
+
+def token_details(user_id: int | None, window: Window | None) -> dict[str, int]:
+    """The cached prompt tokens and the reasoning tokens of a user's (all users' if
+    `user_id` is None) settled calls in a window: the parts of their prompt and completion
+    tokens the provider named."""
+    if window is None:
+        return {}
+    first, last = window_days(window)
+    rows = UsageRecord.objects.filter(day__gte=first, day__lte=last)
+    if user_id is not None:
+        rows = rows.filter(user_id=user_id)
+    totals = rows.aggregate(
+        cached_tokens=Sum("cached_tokens"), reasoning_tokens=Sum("reasoning_tokens")
+    )
+    return {name: value or 0 for name, value in totals.items()}

@@ -4,8 +4,8 @@ Slower than Redis (a row lock and a few queries per request) but money stays gua
 each user's reservations are serialised on their user row, the worst case is written to
 the ledger at once, and settling moves it to the real usage. Request rates and
 concurrency are not enforced here; `QUOTAS["FAIL_OPEN"]` decides whether those pass.
-When Redis answers again, the counters of every user served this way are dropped so they
-are re-seeded from the ledger.
+When Redis answers again, the counters of every user served this way are corrected to the
+ledger plus their reservations in flight (see `QuotaService.recover`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,13 @@ import time
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from .engine import Decision, LimitState, Reservation, current_windows
-from .ledger import ledger_usage, window_day
-from .models import UsageRecord
-from .policy import Quota, from_micros, to_micros
+from .engine import Decision, LimitState, Reservation, Usage, current_windows
+from .ledger import ledger_usage, level_usage, window_day
+from .limit_kinds import BUDGETS, ORG_SPEND_PER_MONTH, LimitKind, kind_of
+from .models import LevelUsage, Team, UsageRecord
+from .money import from_micros
+from .policy import Quota
+from .subjects import ledger_level
 
 _dirty_lock = threading.Lock()
 _dirty_users: set[int] = set()
@@ -59,38 +62,47 @@ def reserve_from_ledger(
     day, month = current_windows(now_us, time_zone)
     states: list[LimitState] = []
     denied: tuple[str, float] | None = None
+    subject = quota.subject(user_id)
+    levels = quota.levels(subject)
     with transaction.atomic():
-        # One reservation at a time per user, across every app server.
+        # One reservation at a time per team, then per user, across every app server.
+        if quota.team_id is not None:
+            list(Team.objects.select_for_update().filter(pk=quota.team_id).values("pk"))
         list(get_user_model().objects.select_for_update().filter(pk=user_id).values("pk"))
-        used_day = ledger_usage(user_id, day)
-        used_month = ledger_usage(user_id, month)
-        spend_cap = None if quota.spend_per_month is None else to_micros(quota.spend_per_month)
-        checks = [
-            ("requests_per_day", "dr", quota.requests_per_day, used_day.requests, 1, day),
-            ("tokens_per_day", "dt", quota.tokens_per_day, used_day.tokens, tokens, day),
-            ("tokens_per_month", "mt", quota.tokens_per_month, used_month.tokens, tokens, month),
-            ("spend_per_month", "ms", spend_cap, used_month.spend, spend, month),
-        ]
+        ask = Usage(requests=1, tokens=tokens, spend=spend)
+        checks: list[tuple[str, LimitKind, int, Usage]] = []
+        for kind in BUDGETS:
+            value = getattr(quota, kind.field)
+            if value is not None:
+                window = day if kind.period == "day" else month
+                used_in = ledger_usage(user_id, window)
+                checks.append((kind.field, kind, kind.engine_amount(value), used_in))
+        for level in levels:
+            for level_limit in level.policy.limits:
+                kind = kind_of(level_limit.name, level_limit.code)
+                if kind.is_budget:
+                    window = day if kind.period == "day" else month
+                    used_in = level_usage(ledger_level(level.subject), window)
+                    name = f"{level.name}.{level_limit.name}"
+                    checks.append((name, kind, level_limit.amount, used_in))
         if org_cap is not None:
-            org_used = ledger_usage(None, month).spend
-            checks.append(("org_spend_per_month", "ms", org_cap, org_used, spend, month))
-        for name, code, limit, used, ask, window in checks:
-            if limit is None:
-                continue
+            org = ledger_usage(None, month)
+            checks.append((ORG_SPEND_PER_MONTH.field, ORG_SPEND_PER_MONTH, org_cap, org))
+        for name, kind, limit, used_in in checks:
+            used, asked = kind.amount_of(used_in), kind.amount_of(ask)
+            window = day if kind.period == "day" else month
             reset = (window.end_us - now_us) / 1_000_000
-            states.append(LimitState(name, code, limit, used, max(0, limit - used - ask), reset))
-            if used + ask > limit and (denied is None or reset > denied[1]):
+            states.append(
+                LimitState(name, kind.code, limit, used, max(0, limit - used - asked), reset)
+            )
+            if used + asked > limit and (denied is None or reset > denied[1]):
                 denied = (name, reset)
         day_date = window_day(day)
         if denied is None:
-            UsageRecord.add(
-                user_id,
-                day_date,
-                model,
-                requests=1,
-                prompt_tokens=tokens,
-                cost=from_micros(spend),
-            )
+            amounts = {"requests": 1, "prompt_tokens": tokens, "cost": from_micros(spend)}
+            UsageRecord.add(user_id, day_date, model, **amounts)
+            for level in levels:
+                LevelUsage.add(ledger_level(level.subject), day_date, model, **amounts)
         elif record_denial:
             UsageRecord.add(user_id, day_date, model, denied=1)
     mark_dirty(user_id)
@@ -98,12 +110,13 @@ def reserve_from_ledger(
     if denied is None:
         reservation = Reservation(
             id="ledger",
-            subject=f"u:{user_id}",
+            subject=subject,
             requests=1,
             tokens=tokens,
             spend=spend,
             day=day,
             month=month,
+            levels=tuple((level.subject, ()) for level in levels),
         )
     return Decision(
         allowed=denied is None,
@@ -127,15 +140,21 @@ def settle_in_ledger(
     prompt_tokens: int,
     completion_tokens: int,
     cost: int,
+    cached_tokens: int = 0,
+    reasoning_tokens: int = 0,
 ) -> None:
-    """Move the worst case recorded at reservation to the real usage."""
-    UsageRecord.add(
-        user_id,
-        window_day(reservation.day),
-        model,
-        requests=requests - reservation.requests,
-        prompt_tokens=prompt_tokens - reservation.tokens,
-        completion_tokens=completion_tokens,
-        cost=from_micros(cost) - from_micros(reservation.spend),
-    )
+    """Move the worst case recorded at reservation to the real usage (the user's row and
+    each level's)."""
+    amounts = {
+        "requests": requests - reservation.requests,
+        "prompt_tokens": prompt_tokens - reservation.tokens,
+        "completion_tokens": completion_tokens,
+        "cached_tokens": cached_tokens,
+        "reasoning_tokens": reasoning_tokens,
+        "cost": from_micros(cost) - from_micros(reservation.spend),
+    }
+    day = window_day(reservation.day)
+    UsageRecord.add(user_id, day, model, **amounts)
+    for subject, _rates in reservation.levels:
+        LevelUsage.add(ledger_level(subject), day, model, **amounts)
     mark_dirty(user_id)

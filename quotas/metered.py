@@ -1,19 +1,21 @@
-"""Real openai SDK clients whose chat completions are metered for one user.
+"""Real openai SDK clients whose chat completions, responses and embeddings are metered
+for one user.
 
-`chat.completions.create` reserves with `quotas.reserve` (the tier's model rules and
-output cap applied), calls the provider, and settles to the reported usage; a stream
-settles when it ends or is closed. Over quota it raises `QuotaExceeded` and the provider
-is not called.
+`chat.completions.create`, `responses.create` and `embeddings.create` reserve with
+`quotas.reserve` (the tier's model rules and output cap applied), call the provider, and
+settle to the reported usage; a stream settles when it ends or is closed. Over quota they
+raise `QuotaExceeded` and the provider is not called.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import openai
 
-from . import upstream
+from . import embeddings, responses, upstream
 from .calls import AsyncMeteredCall, MeteredCall, areserve, reserve, reserve_arguments
 from .conf import conf
 
@@ -23,7 +25,7 @@ def _given(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if not isinstance(v, openai.NotGiven | openai.Omit)}
 
 
-def _send_arguments(kwargs: dict[str, Any], call: MeteredCall) -> dict[str, Any]:
+def _send_arguments(call: MeteredCall, kwargs: dict[str, Any]) -> dict[str, Any]:
     send = call.provider_request(kwargs)
     if kwargs.get("stream") is True:
         options = kwargs.get("stream_options") or {}
@@ -44,8 +46,19 @@ def _wants_usage(kwargs: dict[str, Any]) -> bool:
     return bool((kwargs.get("stream_options") or {}).get("include_usage"))
 
 
+class Meter(Protocol):
+    """What a stream delivered (`text`) and its usage, as its items pass."""
+
+    usage: Any
+
+    @property
+    def text(self) -> str: ...
+
+    def keep(self, item: Any) -> bool: ...
+
+
 class _StreamMeter:
-    """What a stream delivered, and its usage chunk."""
+    """What a chat stream delivered, and its usage chunk."""
 
     def __init__(self, show_usage: bool) -> None:
         self.show_usage = show_usage
@@ -64,14 +77,18 @@ class _StreamMeter:
                 self.delivered.append(content)
         return bool(choices) or usage is None or self.show_usage
 
+    @property
+    def text(self) -> str:
+        return "".join(self.delivered)
+
 
 class MeteredStream:
     """An `openai.Stream` that settles the call when it ends or is closed."""
 
-    def __init__(self, stream: Any, call: MeteredCall, show_usage: bool) -> None:
+    def __init__(self, stream: Any, call: MeteredCall, meter: Meter) -> None:
         self._stream = stream
         self._call = call
-        self._meter = _StreamMeter(show_usage)
+        self._meter = meter
 
     def __iter__(self) -> Iterator[Any]:
         try:
@@ -87,7 +104,7 @@ class MeteredStream:
         try:
             self._stream.close()
         finally:
-            self._call.settle(self._meter.usage, completion_text="".join(self._meter.delivered))
+            self._call.settle(self._meter.usage, completion_text=self._meter.text)
 
     def __enter__(self) -> MeteredStream:
         return self
@@ -102,10 +119,10 @@ class MeteredStream:
 class AsyncMeteredStream:
     """An `openai.AsyncStream` that settles the call when it ends or is closed."""
 
-    def __init__(self, stream: Any, call: AsyncMeteredCall, show_usage: bool) -> None:
+    def __init__(self, stream: Any, call: AsyncMeteredCall, meter: Meter) -> None:
         self._stream = stream
         self._call = call
-        self._meter = _StreamMeter(show_usage)
+        self._meter = meter
 
     async def __aiter__(self) -> AsyncIterator[Any]:
         try:
@@ -121,8 +138,7 @@ class AsyncMeteredStream:
         try:
             await self._stream.close()
         finally:
-            text = "".join(self._meter.delivered)
-            await self._call.settle(self._meter.usage, completion_text=text)
+            await self._call.settle(self._meter.usage, completion_text=self._meter.text)
 
     async def __aenter__(self) -> AsyncMeteredStream:
         return self
@@ -142,54 +158,98 @@ def _provider_settings(client_kwargs: dict[str, Any]) -> dict[str, Any]:
     return upstream.client_settings()
 
 
-def metered_openai(user: Any, **client_kwargs: Any) -> openai.OpenAI:
-    """An `openai.OpenAI` for the configured provider whose chat completions `user` pays for."""
-    settings = {**_provider_settings(client_kwargs), **client_kwargs}
-    if settings.get("base_url") == upstream.MOCK_BASE_URL and "http_client" not in settings:
-        settings["http_client"] = upstream.mock_http_client()
-    client = openai.OpenAI(**settings)
-    completions = client.chat.completions
-    create = completions.create
+@dataclass(frozen=True)
+class Endpoint:
+    """How one SDK method is metered: its reservation, what the provider is sent, how
+    its stream is read and what its answer delivered."""
 
+    reserve_arguments: Callable[[dict[str, Any]], dict[str, Any]]
+    provider_request: Callable[[MeteredCall, dict[str, Any]], dict[str, Any]]
+    meter: Callable[[dict[str, Any]], Meter]
+    delivered: Callable[[Any], str]
+
+
+ENDPOINTS = {
+    ("chat", "completions"): Endpoint(
+        reserve_arguments, _send_arguments, lambda kw: _StreamMeter(_wants_usage(kw)), _text
+    ),
+    ("responses",): Endpoint(
+        responses.reserve_arguments,
+        responses.provider_request,
+        lambda kw: responses.EventMeter(),
+        responses.output_text,
+    ),
+    ("embeddings",): Endpoint(
+        embeddings.reserve_arguments,
+        lambda call, kw: {**kw, "model": call.model},
+        lambda kw: _StreamMeter(False),
+        lambda result: "",
+    ),
+}
+
+
+def _resource(client: Any, path: tuple[str, ...]) -> Any:
+    for name in path:
+        client = getattr(client, name)
+    return client
+
+
+def _metered(user: Any, create: Any, endpoint: Endpoint) -> Callable[..., Any]:
     def metered_create(**kwargs: Any) -> Any:
         kwargs = _given(kwargs)
-        call = reserve(user, **reserve_arguments(kwargs))
+        call = reserve(user, **endpoint.reserve_arguments(kwargs))
         try:
-            result = create(**_send_arguments(kwargs, call))
+            result = create(**endpoint.provider_request(call, kwargs))
         except BaseException:
             call.refund()
             raise
         if kwargs.get("stream") is True:
-            return MeteredStream(result, call, _wants_usage(kwargs))
-        call.settle(getattr(result, "usage", None), completion_text=_text(result))
+            return MeteredStream(result, call, endpoint.meter(kwargs))
+        call.settle(getattr(result, "usage", None), completion_text=endpoint.delivered(result))
         return result
 
-    completions.create = metered_create  # type: ignore[method-assign]
-    return client
+    return metered_create
 
 
-def metered_async_openai(user: Any, **client_kwargs: Any) -> openai.AsyncOpenAI:
-    """An `openai.AsyncOpenAI` whose chat completions `user` pays for (see metered_openai)."""
-    settings = {**_provider_settings(client_kwargs), **client_kwargs}
-    if settings.get("base_url") == upstream.MOCK_BASE_URL and "http_client" not in settings:
-        settings["http_client"] = upstream.mock_async_http_client()
-    client = openai.AsyncOpenAI(**settings)
-    completions = client.chat.completions
-    create = completions.create
-
+def _ametered(user: Any, create: Any, endpoint: Endpoint) -> Callable[..., Any]:
     async def metered_create(**kwargs: Any) -> Any:
         kwargs = _given(kwargs)
-        metered = areserve(user, **reserve_arguments(kwargs))
+        metered = areserve(user, **endpoint.reserve_arguments(kwargs))
         await metered.__aenter__()
         try:
-            result = await create(**_send_arguments(kwargs, metered.call))
+            result = await create(**endpoint.provider_request(metered.call, kwargs))
         except BaseException:
             await metered.refund()
             raise
         if kwargs.get("stream") is True:
-            return AsyncMeteredStream(result, metered, _wants_usage(kwargs))
-        await metered.settle(getattr(result, "usage", None), completion_text=_text(result))
+            return AsyncMeteredStream(result, metered, endpoint.meter(kwargs))
+        text = endpoint.delivered(result)
+        await metered.settle(getattr(result, "usage", None), completion_text=text)
         return result
 
-    completions.create = metered_create  # type: ignore[method-assign]
+    return metered_create
+
+
+def metered_openai(user: Any, **client_kwargs: Any) -> openai.OpenAI:
+    """An `openai.OpenAI` for the configured provider whose chat completions, responses
+    and embeddings `user` pays for."""
+    settings = {**_provider_settings(client_kwargs), **client_kwargs}
+    if settings.get("base_url") == upstream.MOCK_BASE_URL and "http_client" not in settings:
+        settings["http_client"] = upstream.mock_http_client()
+    client = openai.OpenAI(**settings)
+    for path, endpoint in ENDPOINTS.items():
+        resource = _resource(client, path)
+        resource.create = _metered(user, resource.create, endpoint)
+    return client
+
+
+def metered_async_openai(user: Any, **client_kwargs: Any) -> openai.AsyncOpenAI:
+    """An `openai.AsyncOpenAI` whose calls `user` pays for (see metered_openai)."""
+    settings = {**_provider_settings(client_kwargs), **client_kwargs}
+    if settings.get("base_url") == upstream.MOCK_BASE_URL and "http_client" not in settings:
+        settings["http_client"] = upstream.mock_async_http_client()
+    client = openai.AsyncOpenAI(**settings)
+    for path, endpoint in ENDPOINTS.items():
+        resource = _resource(client, path)
+        resource.create = _ametered(user, resource.create, endpoint)
     return client

@@ -17,16 +17,36 @@ try:  # openai 3.x speaks httpx2; earlier versions httpx.
 except ImportError:  # pragma: no cover
     import httpx  # type: ignore[no-redef]
 
+from . import embeddings
+from .exceptions import InvalidRequest
+from .mock_embeddings import embeddings_answer
+from .mock_output import answer
+from .mock_responses import response_events, response_object, response_usage
+from .responses import input_messages
 from .tokens import count_prompt_tokens, count_text_tokens
 
 FAULTS = ("timeout", "500", "429", "malformed", "cut")
-MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1", "gpt-3.5-turbo")
+MODELS = (
+    "gpt-4o-mini",
+    "gpt-4o",
+    "gpt-4.1-mini",
+    "gpt-4.1",
+    "gpt-3.5-turbo",
+    "text-embedding-3-small",
+    "text-embedding-3-large",
+)
+# Parameters billed as input besides the messages (chat) or the input items (responses).
+BILLED = ("tools", "functions", "response_format", "tool_choice", "function_call", "text")
 FINGERPRINT = "quotas-mock"
 LABEL = "[mock]"
 
 
 class MockTransport(httpx.BaseTransport):
-    """Serves POST /chat/completions (JSON and SSE) and GET /models, deterministically.
+    """Serves POST /chat/completions and /responses (JSON and SSE), POST /embeddings and
+    GET /models, deterministically.
+
+    A prompt of at least `cache_min_tokens` tokens seen before is reported as cached, in
+    128-token steps, as OpenAI's prompt caching does.
 
     `latency` (seconds, before an answer and between stream chunks) and `fail` (one of
     FAULTS, "" for none) default to None: read QUOTAS_MOCK_LATENCY and QUOTAS_MOCK_FAIL
@@ -42,6 +62,7 @@ class MockTransport(httpx.BaseTransport):
     reply_tokens = 20
     # Seconds in the Retry-After of a "429" fault.
     retry_after = 1
+    cache_min_tokens = 1024
 
     def __init__(
         self,
@@ -58,6 +79,7 @@ class MockTransport(httpx.BaseTransport):
         self.calls = 0
         self.last_request: dict[str, Any] | None = None
         self._lock = threading.Lock()
+        self._prompts: set[str] = set()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         number, fail = self._take(request)
@@ -95,6 +117,10 @@ class MockTransport(httpx.BaseTransport):
             return httpx.Response(200, headers=_JSON, json={"object": "list", "data": data})
         if request.method == "POST" and path.endswith("/chat/completions"):
             return self._chat(request, number, fail)
+        if request.method == "POST" and path.endswith("/responses"):
+            return self._responses(request, number, fail)
+        if request.method == "POST" and path.endswith("/embeddings"):
+            return self._embeddings(request, fail)
         return _error(
             404, f"Unknown URL {request.method} {path} (mock provider).", "invalid_request_error"
         )
@@ -157,19 +183,28 @@ class MockTransport(httpx.BaseTransport):
         model, messages = body["model"], body["messages"]
         length = self._reply_tokens(request)
         target = min(length, limit) if limit else length
-        words = reply_words(messages, model, target)
-        text = "".join(words)
-        completion = count_text_tokens(text, model) * choices
-        billed = ("tools", "functions", "response_format", "tool_choice", "function_call")
-        prompt = count_prompt_tokens(
-            messages, model, [body[k] for k in billed if body.get(k) is not None]
+        reply = answer(
+            body,
+            messages,
+            model,
+            reply_words(messages, model, target),
+            target < length,
+            target,
         )
+        words = reply.words
+        completion = reply.tokens(model) * choices
+        finish = "tool_calls" if reply.tool_call else "length" if reply.cut_short else "stop"
+        call: dict[str, Any] | None = None
+        if reply.tool_call is not None:
+            function = {"name": reply.tool_call.name, "arguments": reply.tool_call.arguments}
+            call = {"id": f"call_mock_{number:06d}", "type": "function", "function": function}
+        prompt, cached = self._prompt(messages, model, body)
         usage = {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached},
         }
-        finish = "length" if target < length else "stop"
         cut = fail == "cut"
         head = {
             "id": f"chatcmpl-mock-{number:06d}",
@@ -183,15 +218,17 @@ class MockTransport(httpx.BaseTransport):
                 return httpx.Response(200, headers=sse, content=b"data: " + _MALFORMED + b"\n\n")
             return httpx.Response(200, headers=_JSON, content=_MALFORMED)
         if not body.get("stream"):
-            message = {"role": "assistant", "content": text, "refusal": None}
-            choice = {"message": message, "logprobs": None, "finish_reason": finish}
-            reply = {
+            message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None}
+            if call is not None:
+                message.update(content=None, tool_calls=[call])
+            choice: dict[str, Any] = {"message": message, "logprobs": None, "finish_reason": finish}
+            completion_object = {
                 **head,
                 "object": "chat.completion",
                 "choices": [{"index": i, **choice} for i in range(choices)],
                 "usage": usage,
             }
-            data = json.dumps(reply).encode()
+            data = json.dumps(completion_object).encode()
             if cut:
                 half = len(data) // 2
                 return httpx.Response(200, headers=_JSON, stream=_Body(self, [data[:half]], True))
@@ -201,7 +238,15 @@ class MockTransport(httpx.BaseTransport):
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         chunks: list[dict[str, Any]] = []
         for index in range(choices):
-            deltas = [{"role": "assistant", "content": ""}] + [{"content": w} for w in words]
+            deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
+            deltas += [{"content": w} for w in words]
+            if call is not None:
+                opened = {**call, "index": 0, "function": {**call["function"], "arguments": ""}}
+                arguments = {"index": 0, "function": {"arguments": call["function"]["arguments"]}}
+                deltas = [
+                    {"role": "assistant", "content": None, "tool_calls": [opened]},
+                    {"tool_calls": [arguments]},
+                ]
             for delta, last in itertools.chain(((d, None) for d in deltas), [({}, finish)]):
                 piece: dict[str, Any] = {
                     "index": index,
@@ -223,6 +268,68 @@ class MockTransport(httpx.BaseTransport):
             events = events[: max(2, (len(words) + 1) // 2 + 1)]
         stream = _Body(self, events, cut, request=request)
         return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=stream)
+
+    def _prompt(self, messages: list[Any], model: str, body: dict[str, Any]) -> tuple[int, int]:
+        """(prompt tokens, the cached part of them)."""
+        billed = [body[k] for k in BILLED if body.get(k) is not None]
+        prompt = count_prompt_tokens(messages, model, billed)
+        key = json.dumps([model, messages, billed], sort_keys=True, default=str)
+        with self._lock:
+            seen = key in self._prompts
+            self._prompts.add(key)
+        cached = prompt - prompt % 128 if seen and prompt >= self.cache_min_tokens else 0
+        return prompt, cached
+
+    def _responses(self, request: httpx.Request, number: int, fail: str) -> httpx.Response:
+        try:
+            body = json.loads(request.read())
+        except ValueError:
+            return _error(400, "The request body is not valid JSON.", "invalid_request_error")
+        if not isinstance(body, dict) or not isinstance(body.get("input"), str | list):
+            return _invalid("input", "'input' must be a string or a list of items.")
+        if not isinstance(body.get("model"), str):
+            return _invalid("model", "'model' must be a string.")
+        limit = body.get("max_output_tokens")
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            return _invalid("max_output_tokens", "'max_output_tokens' must be a positive integer.")
+        self.last_request = body
+        model = body["model"]
+        messages = input_messages(body.get("instructions"), body["input"])
+        length = self._reply_tokens(request)
+        target = min(length, limit) if limit else length
+        words = reply_words(messages, model, target)
+        reply = answer(body, messages, model, words, target < length, target)
+        prompt, cached = self._prompt(messages, model, body)
+        usage = response_usage(prompt, cached, reply.tokens(model))
+        final = response_object(number, body, reply, usage)
+        if fail == "malformed":
+            return httpx.Response(200, headers=_JSON, content=_MALFORMED)
+        if not body.get("stream"):
+            return httpx.Response(200, headers=_JSON, json=final)
+        events = response_events(final, reply.words)
+        cut = fail == "cut"
+        if cut:
+            events = events[: max(5, len(events) // 2)]
+        stream = _Body(self, events, cut, request=request)
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=stream)
+
+    def _embeddings(self, request: httpx.Request, fail: str) -> httpx.Response:
+        try:
+            body = json.loads(request.read())
+        except ValueError:
+            return _error(400, "The request body is not valid JSON.", "invalid_request_error")
+        if not isinstance(body, dict):
+            return _error(400, "The request body must be an object.", "invalid_request_error")
+        try:
+            embeddings.check_request(body)
+            items = embeddings.inputs(body.get("input"))
+            tokens = embeddings.input_tokens(items, body["model"])
+        except InvalidRequest as exc:
+            return _invalid(exc.param or "input", exc.message)
+        if fail == "malformed":
+            return httpx.Response(200, headers=_JSON, content=_MALFORMED)
+        self.last_request = body
+        return httpx.Response(200, headers=_JSON, json=embeddings_answer(body, items, tokens))
 
 
 class _Body(httpx.SyncByteStream):
@@ -293,9 +400,19 @@ def _markers(request: httpx.Request) -> dict[str, str]:
         body = json.loads(request.read())
     except ValueError:
         return {}
-    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+    if not isinstance(body, dict):
         return {}
-    return dict(MARKER.findall(_last_user_text(body["messages"])))
+    value = body.get("input")  # a Responses or an embeddings input
+    if isinstance(body.get("messages"), list):
+        text = _last_user_text(body["messages"])
+    elif isinstance(value, str):
+        text = value
+    elif isinstance(value, list):
+        strings = " ".join(item for item in value if isinstance(item, str))
+        text = strings or _last_user_text(input_messages(None, value))
+    else:
+        return {}
+    return dict(MARKER.findall(text))
 
 
 _JSON = {"content-type": "application/json"}

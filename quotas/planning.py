@@ -10,9 +10,11 @@ from typing import Any
 
 from . import policy
 from .conf import conf
-from .exceptions import InvalidRequest, QuotaBlocked
+from .exceptions import InvalidRequest, NoTier, QuotaBlocked
+from .limit_kinds import KINDS
 from .models import AIModel
 from .tokens import count_prompt_tokens
+from .unpriced import check_priced
 
 # Bounds on what one call may ask for, so every amount reaching the counters stays an
 # exact integer (Lua numbers are doubles).
@@ -21,7 +23,8 @@ MAX_CHOICES = 128
 MAX_TOKENS = 2**40
 
 # Request parameters billed as input besides the messages.
-BILLED_INPUT_PARAMS = ("functions", "response_format", "tool_choice", "function_call")
+# (`text` holds a Responses request's output format and its schema.)
+BILLED_INPUT_PARAMS = ("functions", "response_format", "tool_choice", "function_call", "text")
 
 
 def _is_int(value: Any) -> bool:
@@ -60,14 +63,21 @@ def choose_model(quota: policy.Quota, catalogue: dict[str, AIModel], name: Any) 
     return model
 
 
-def output_cap(quota: policy.Quota, max_tokens: Any, max_completion_tokens: Any) -> tuple[int, str]:
+def output_cap(
+    quota: policy.Quota,
+    max_tokens: Any,
+    max_completion_tokens: Any,
+    max_output_tokens: Any = None,
+) -> tuple[int, str]:
     """(output cap, parameter to forward): defaulted, bounded, checked against the tier.
 
-    When both parameters are sent the larger one counts, and it alone is forwarded.
+    When several are sent the largest one counts, and it alone is forwarded.
+    `max_output_tokens` is the Responses API's name for it.
     """
     given = {
         name: value
         for name, value in (
+            ("max_output_tokens", max_output_tokens),
             ("max_completion_tokens", max_completion_tokens),
             ("max_tokens", max_tokens),
         )
@@ -83,7 +93,7 @@ def output_cap(quota: policy.Quota, max_tokens: Any, max_completion_tokens: Any)
                 "invalid_value",
             )
     cap = quota.max_tokens_per_request
-    param = "max_completion_tokens" if "max_completion_tokens" in given else "max_tokens"
+    param = next(iter(given), "max_tokens")
     if not given:
         default = conf.DEFAULT_MAX_TOKENS
         return (default if cap is None else min(default, cap)), param
@@ -122,8 +132,13 @@ def plan_call(
     """Apply the tier's rules to one call; raises InvalidRequest naming the parameter."""
     if quota.blocked:
         raise QuotaBlocked("This account's quota is blocked.")
+    if quota.no_tier:
+        raise NoTier()
     chosen = choose_model(quota, catalogue, model)
-    cap, param = output_cap(quota, max_tokens, params.get("max_completion_tokens"))
+    check_priced(tools, params)
+    cap, param = output_cap(
+        quota, max_tokens, params.get("max_completion_tokens"), params.get("max_output_tokens")
+    )
     if n is None:
         n = 1
     if not _is_int(n) or not 1 <= n <= MAX_CHOICES:
@@ -139,8 +154,9 @@ def plan_call(
     else:
         prompt = estimate_prompt(chosen.name, messages, tools, params)
         worst = prompt + cap * n
-    for name in ("tokens_per_day", "tokens_per_month"):
-        budget = getattr(quota, name)
+    for kind in KINDS:  # a token budget or rate smaller than the worst case never passes
+        name = kind.field
+        budget = getattr(quota, name) if kind.resource == "tokens" else None
         if budget is not None and worst > budget:
             raise InvalidRequest(
                 f"This request needs up to {worst} tokens ({prompt} prompt + "

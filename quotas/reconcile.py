@@ -1,12 +1,12 @@
 """Reconciliation: each user's Redis window counters against the ledger, and their repair.
 
 Redis is consistent when a window's counters equal the ledger's totals plus what the
-reservations still in flight (unexpired leases) took from that window.
+reservations still in flight (leases not yet settled) took from that window.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -15,8 +15,9 @@ from django.contrib.auth import get_user_model
 
 from .conf import conf
 from .engine import Policy, QuotaEngine, Usage, Window, current_windows
-from .ledger import ledger_usage, window_days
-from .services import user_subject
+from .ledger import ledger_usage, level_usage, window_days
+from .models import UserQuota
+from .subjects import team_subject, user_subject
 
 FIELDS = ("requests", "tokens", "spend")
 HASH_FIELDS = ("r", "t", "s")  # the window hash's field for each of FIELDS
@@ -36,7 +37,7 @@ class WindowCheck:
     fixed: bool = False
 
     def drift(self, field: str) -> int:
-        expected = getattr(self.ledger, field) + getattr(self.in_flight, field)
+        expected: int = getattr(self.ledger, field) + getattr(self.in_flight, field)
         return int(getattr(self.redis, field)) - expected
 
     @property
@@ -61,7 +62,7 @@ def users_to_check(now_us: int, username: str | None = None) -> Any:
 
 
 def in_flight(leases: Iterable[tuple[Any, float]], window: Window, lease_us: int) -> Usage:
-    """What the unexpired leases (member, expiry in us) hold in `window`.
+    """What the leases not yet settled (member, expiry in us) hold in `window`.
 
     A lease member is "id:requests:tokens:spend"; a reservation was charged to the window
     of its start, its expiry less the lease duration.
@@ -91,22 +92,49 @@ def check_user(
     The counters and the leases are read in one watched transaction, and a repair is
     applied only if neither changed in between, so concurrent reservations stay counted.
     """
-    subject = user_subject(user_id)
+    team_id = UserQuota.objects.filter(user_id=user_id).values_list("team_id", flat=True).first()
+    subject = user_subject(user_id, team_id)
+    return check_subject(
+        engine, subject, lambda w: ledger_usage(user_id, w), user_id, username, fix=fix
+    )
+
+
+def check_team(engine: QuotaEngine, team_id: int, *, fix: bool = False) -> list[WindowCheck]:
+    """A team's current day and month against its ledger; with `fix`, repaired."""
+    subject = team_subject(team_id)
+    return check_subject(engine, subject, lambda w: level_usage(subject, w), 0, subject, fix=fix)
+
+
+def check_subject(
+    engine: QuotaEngine,
+    subject: str,
+    read_ledger: Callable[[Window], Usage],
+    user_id: int,
+    username: str,
+    *,
+    fix: bool = False,
+) -> list[WindowCheck]:
+    """One subject's current day and month against `read_ledger`; with `fix`, repaired."""
     policy = Policy(time_zone=conf.TIME_ZONE, track_usage=True, rehydrate=True)
     lease_us = int(conf.LEASE_SECONDS * 1_000_000)
     checks: list[WindowCheck] = []
     for _attempt in range(ATTEMPTS):
         # Peeking creates a missing window from the ledger, as any decision would.
-        decision = engine.peek(subject, policy, seeder=lambda _s, w: ledger_usage(user_id, w))
+        decision = engine.peek(subject, policy, seeder=lambda _s, w: read_ledger(w))
         if decision.day is None or decision.month is None:  # pragma: no cover - always set
             raise RuntimeError("The engine did not say which windows are current.")
         windows = (decision.day, decision.month)
-        ledgers = [ledger_usage(user_id, w) for w in windows]
         keys = [engine.window_key(subject, w) for w in windows]
         lease_key = engine.key(subject, "lease")
         with engine.client.pipeline(transaction=True) as pipe:
             pipe.watch(lease_key, *keys)
-            leases = pipe.zrangebyscore(lease_key, f"({decision.now_us}", "+inf", withscores=True)
+            # The ledger is read once the counters are watched: a settlement writes the
+            # ledger before it releases its lease, so one that lands in between is either
+            # in both readings (counted twice, never missed) or makes the repair retry.
+            ledgers = [read_ledger(w) for w in windows]
+            # Every lease still in the set counts: the window holds its reservation until
+            # it is settled, expired or not (a late settlement still finds it).
+            leases = pipe.zrange(lease_key, 0, -1, withscores=True)
             counters = [pipe.hgetall(key) for key in keys]
             if not all(counters):
                 continue  # expired or flushed since the peek: seed it again

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
+from datetime import date
 from typing import Any
 
 from . import ledger_mode
@@ -20,34 +20,40 @@ from .engine import (
     Reservation,
     Usage,
     Window,
-    windows_around,
 )
 from .engine import limits as codes
+from .engine.engine import unavailable_on_error
 from .engine_factory import get_async_engine, get_engine
-from .ledger import ledger_usage, window_day
-from .models import UsageRecord
-from .policy import Quota, from_micros, to_micros
+from .ledger import ledger_usage, level_usage, window_day
+from .models import LevelUsage, UsageRecord, UserQuota
+from .money import from_micros, to_micros
+from .policy import Quota
+from .reconcile import WindowCheck, check_team, check_user, reconcile
+from .subjects import ORG_SUBJECT, ledger_level, team_subject
 from .upstream import UpstreamLimiter
 
 logger = logging.getLogger("quotas")
 
-ORG_SUBJECT = "org"
-
 
 class Blocked(Exception):
-    """The user's quota is blocked by staff."""
-
-
-def user_subject(user_id: int) -> str:
-    return f"u:{user_id}"
+    """The user's quota is blocked by staff, or no tier applies to them."""
 
 
 def _seed_from_ledger(subject: str, window: Window) -> Usage:
-    if subject == ORG_SUBJECT:
+    level = ledger_level(subject)
+    if level == ORG_SUBJECT:
         return replace(ledger_usage(None, window), requests=0, tokens=0)
-    if subject.startswith("u:"):
-        return ledger_usage(int(subject[2:]), window)
+    if level.startswith("u:"):
+        return ledger_usage(int(level[2:]), window)
+    if level.startswith(("t:", "k:")):
+        return level_usage(level, window)
     return Usage()
+
+
+def add_to_levels(reservation: Reservation, day: date, model: str, **amounts: Any) -> None:
+    """The ledger rows of the levels (team, key) a reservation charged."""
+    for subject, _rates in reservation.levels:
+        LevelUsage.add(ledger_level(subject), day, model, **amounts)
 
 
 @dataclass(frozen=True)
@@ -85,8 +91,11 @@ class QuotaService:
     def check_request(self, subject: str, quota: Quota, *, track_usage: bool) -> Decision:
         """Charge one request against the request limits of `quota` (rate, burst, per day)."""
         policy = quota.policy(budgets=False, track_usage=track_usage)
+        levels = quota.levels(subject, budgets=False) if track_usage else ()
         self.recover()
-        return self.engine.reserve(subject, policy, now=self._now(), seeder=_seed_from_ledger)
+        return self.engine.reserve(
+            subject, policy, now=self._now(), seeder=_seed_from_ledger, levels=levels
+        )
 
     # AI calls -----------------------------------------------------------------------
 
@@ -108,7 +117,7 @@ class QuotaService:
         the `watch` subjects come back in `Decision.watched_hold`, read in the same round
         trip; a grant made while one is on stands until the caller refunds it.
         """
-        if quota.blocked:
+        if quota.blocked or quota.no_tier:
             raise Blocked()
         try:
             return self._reserve(
@@ -203,8 +212,10 @@ class QuotaService:
         self, user_id: int, quota: Quota, tokens: int, spend: int, watch: tuple[str, ...]
     ) -> dict[str, Any]:
         """The engine's reserve arguments for one AI call of a user, with its lease."""
+        subject = quota.subject(user_id)
         return {
-            "subject": user_subject(user_id),
+            "subject": subject,
+            "levels": quota.levels(subject),
             "policy": quota.policy(),
             "tokens": tokens,
             "spend": spend,
@@ -228,7 +239,7 @@ class QuotaService:
     ) -> tuple[Decision, Grant | None]:
         """`reserve` with the Redis call on `redis.asyncio`. The ledger mode, an org-wide
         cap and re-seeding after an outage take the sync path in a worker thread."""
-        if quota.blocked:
+        if quota.blocked or quota.no_tier:
             raise Blocked()
         if conf.ORG_SPEND_PER_MONTH is not None or ledger_mode.has_dirty():
             return await in_orm_thread(self.reserve)(
@@ -266,6 +277,8 @@ class QuotaService:
         completion_tokens: int,
         cost: int,
         model: str | None = None,
+        cached_tokens: int = 0,
+        reasoning_tokens: int = 0,
     ) -> None:
         """`settle`: the ledger row in a worker thread, the counters on `redis.asyncio`."""
         if grant.degraded or grant.org is not None:
@@ -275,16 +288,18 @@ class QuotaService:
                 completion_tokens=completion_tokens,
                 cost=cost,
                 model=model,
+                cached_tokens=cached_tokens,
+                reasoning_tokens=reasoning_tokens,
             )
             return
-        await in_orm_thread(UsageRecord.add)(
-            grant.user_id,
-            window_day(grant.reservation.day),
+        await in_orm_thread(self._book)(
+            grant,
             model or grant.model,
-            requests=1,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            cost=from_micros(cost),
+            prompt_tokens,
+            completion_tokens,
+            cost,
+            cached_tokens=cached_tokens,
+            reasoning_tokens=reasoning_tokens,
         )
         try:
             await get_async_engine().settle(
@@ -312,8 +327,15 @@ class QuotaService:
         completion_tokens: int,
         cost: int,
         model: str | None = None,
+        cached_tokens: int = 0,
+        reasoning_tokens: int = 0,
     ) -> None:
-        """Record the real usage in the ledger, then move the counters to it."""
+        """Record the real usage in the ledger, then move the counters to it.
+
+        `cached_tokens` and `reasoning_tokens` are the parts of the prompt and of the
+        completion the provider reported as such; the counters count tokens whole.
+        """
+        details = {"cached_tokens": cached_tokens, "reasoning_tokens": reasoning_tokens}
         if grant.degraded:
             ledger_mode.settle_in_ledger(
                 grant.user_id,
@@ -323,17 +345,10 @@ class QuotaService:
                 prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens,
                 cost=cost,
+                **details,
             )
             return
-        UsageRecord.add(
-            grant.user_id,
-            window_day(grant.reservation.day),
-            model or grant.model,
-            requests=1,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            cost=from_micros(cost),
-        )
+        self._book(grant, model or grant.model, prompt_tokens, completion_tokens, cost, **details)
         try:
             self.engine.settle(
                 grant.reservation, tokens=prompt_tokens + completion_tokens, spend=cost
@@ -383,33 +398,115 @@ class QuotaService:
         UpstreamLimiter(self.engine).backoff(model, seconds)
 
     def recover(self) -> None:
-        """After an outage, drop the counters of users served from the ledger meanwhile,
-        so their next request re-seeds them."""
+        """After an outage, correct the counters of users served from the ledger meanwhile
+        (see `correct_counters`); a user whose counters kept changing is tried again at
+        the next decision."""
         if not ledger_mode.has_dirty():
             return
         users = ledger_mode.take_dirty()
-        days, months = windows_around(int(time.time() * 1_000_000), conf.TIME_ZONE)
+        corrected = 0
         try:
             for user_id in users:
-                self.engine.drop_windows(user_subject(user_id), (*days, *months))
+                corrected += self.correct_counters(user_id)
         except CountersUnavailable:
             for user_id in users:
                 ledger_mode.mark_dirty(user_id)
             raise
-        logger.info("quotas: Redis is back; %d users re-seed from the ledger", len(users))
+        logger.info(
+            "quotas: Redis is back; counters of %d users checked against the ledger", corrected
+        )
+
+    def correct_counters(self, user_id: int) -> bool:
+        """Bring a user's day and month counters to the ledger plus what their
+        reservations in flight hold, in place.
+
+        Never dropped: another app server may be reserving against them, and a dropped
+        counter, re-seeded from the ledger, would forget those reservations. Returns False
+        (and the user is corrected again at the next decision) if the counters kept
+        changing; raises `CountersUnavailable` (likewise) if Redis cannot be reached.
+        """
+        team_id = (
+            UserQuota.objects.filter(user_id=user_id).values_list("team_id", flat=True).first()
+        )
+        try:
+            with unavailable_on_error():
+                checks = check_user(self.engine, user_id, "", fix=True)
+                if team_id is not None:  # the team's counters missed the outage too
+                    checks += check_team(self.engine, team_id, fix=True)
+        except CountersUnavailable:
+            ledger_mode.mark_dirty(user_id)
+            raise
+        if all(check.fixed or not check.drifted for check in checks):
+            return True
+        ledger_mode.mark_dirty(user_id)
+        return False
+
+    def reconcile(
+        self, users: Iterable[tuple[int, str]], *, fix: bool = False
+    ) -> Iterator[WindowCheck]:
+        """Every user's counters against the ledger (see `quotas.reconcile`)."""
+        with unavailable_on_error():
+            yield from reconcile(self.engine, users, fix=fix)
+
+    def policy_version(self) -> int:
+        """A number every process compares to notice that limits changed."""
+        return self.engine.policy_version()
+
+    def bump_policy_version(self) -> int:
+        return self.engine.bump_policy_version()
+
+    def _book(
+        self,
+        grant: Grant,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cost: int,
+        *,
+        cached_tokens: int = 0,
+        reasoning_tokens: int = 0,
+    ) -> None:
+        """A settled call's ledger rows: the user's and each level's (team, key)."""
+        amounts = {
+            "requests": 1,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "cached_tokens": cached_tokens,
+            "reasoning_tokens": reasoning_tokens,
+            "cost": from_micros(cost),
+        }
+        day = window_day(grant.reservation.day)
+        UsageRecord.add(grant.user_id, day, model, **amounts)
+        add_to_levels(grant.reservation, day, model, **amounts)
 
     def record_denial(self, user_id: int, decision: Decision, model: str) -> None:
         day = window_day(decision.day) if decision.day else None
-        if day is not None:
-            UsageRecord.add(user_id, day, model, denied=1)
+        if day is None:
+            return
+        UsageRecord.add(user_id, day, model, denied=1)
+        level, _, _limit = (decision.denied_by or "").partition(".")
+        subjects = decision.level_subjects
+        if level in subjects:  # a team or key limit refused: its ledger counts it too
+            LevelUsage.add(ledger_level(subjects[level]), day, model, denied=1)
 
     # reading ------------------------------------------------------------------------
+
+    def team_usage(self, team_id: int, quota: Quota) -> Decision:
+        """Where every limit of a team stands (`quota`: the team's own), charging nothing."""
+        return self.engine.peek(
+            team_subject(team_id), quota.policy(), now=self._now(), seeder=_seed_from_ledger
+        )
 
     def usage(self, user_id: int, quota: Quota) -> Decision:
         """Where every limit of a user stands, charging nothing."""
         self.recover()
+        subject = quota.subject(user_id)
         return self.engine.peek(
-            user_subject(user_id), quota.policy(), now=self._now(), seeder=_seed_from_ledger
+            subject,
+            quota.policy(),
+            now=self._now(),
+            seeder=_seed_from_ledger,
+            levels=quota.levels(subject),
         )
 
 

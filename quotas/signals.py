@@ -9,17 +9,28 @@ from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
 from . import policy
-from .models import AIModel, Tier, UserQuota
+from .models import AIModel, APIKey, Provider, Team, Tier, UserQuota
+from .policy_writes import APIKeyQuerySet, policy_changed
 
 
+@receiver(policy_changed)
 @receiver(post_save, sender=Tier)
 @receiver(post_delete, sender=Tier)
 @receiver(post_save, sender=UserQuota)
 @receiver(post_delete, sender=UserQuota)
+@receiver(post_save, sender=Team)
+@receiver(post_delete, sender=Team)
+@receiver(post_save, sender=APIKey)
+@receiver(post_delete, sender=APIKey)
 @receiver(post_save, sender=AIModel)
 @receiver(post_delete, sender=AIModel)
+@receiver(post_save, sender=Provider)
+@receiver(post_delete, sender=Provider)
 @receiver(m2m_changed, sender=Tier.allowed_models.through)
 def quotas_changed(**kwargs: Any) -> None:
+    fields = kwargs.get("update_fields")
+    if kwargs.get("sender") is APIKey and fields and set(fields) <= APIKeyQuerySet.ignored_fields:
+        return  # bookkeeping only: no limit depends on it
     policy.invalidate()
     # Again once committed: another process may have cached the old rows in between.
     transaction.on_commit(policy.invalidate)

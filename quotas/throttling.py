@@ -4,37 +4,62 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from rest_framework.exceptions import APIException, PermissionDenied
 from rest_framework.throttling import BaseThrottle
 
 from . import policy
-from .conf import conf
+from .conf import Network, conf
 from .engine import CountersUnavailable, Decision
+from .exceptions import NoTier
 from .headers import retry_after_seconds
-from .services import QuotaService, service, user_subject
+from .models import APIKey
+from .services import QuotaService, service
 
 logger = logging.getLogger("quotas")
 
 DECISION_ATTR = "quota_decision"
+LIMITS_ATTR = "quota_limits"  # the decision's limits, for the headers (rates per minute)
 
 
-def client_ip(meta: dict[str, Any], num_proxies: int) -> str:
-    """The caller's address, trusting X-Forwarded-For only as far as `num_proxies` hops.
+def client_ip(meta: dict[str, Any], num_proxies: int, trusted: Sequence[Network] = ()) -> str:
+    """The caller's address, from X-Forwarded-For only as far as proxies are trusted.
 
-    Each trusted proxy appends the address it saw, so the client is `num_proxies` entries
-    from the right; whatever a client writes further left is ignored.
+    Each proxy appends the address it saw, so whatever a client writes further left is
+    ignored. With `trusted` networks, the header is read only from a trusted peer, and the
+    client is the rightmost hop that is not a trusted proxy; else the client is
+    `num_proxies` entries from the right.
     """
     remote = meta.get("REMOTE_ADDR", "") or ""
-    if num_proxies > 0:
-        hops = [h.strip() for h in meta.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
-        if len(hops) >= num_proxies:
-            forwarded = parse_address(hops[-num_proxies])
-            # A hop the proxy could not name ("unknown", garbage) counts as the proxy.
-            if forwarded is not None:
-                return forwarded
-    return parse_address(remote) or remote
+    peer = parse_address(remote)
+    hops = [h.strip() for h in meta.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
+    if trusted:
+        if peer is None or not is_trusted(peer, trusted):
+            return peer or remote
+        client = peer
+        for hop in reversed(hops):
+            address = parse_address(hop)
+            if address is None:  # a hop the proxy could not name counts as the proxy
+                break
+            client = address
+            if not is_trusted(address, trusted):
+                break
+        return client
+    if num_proxies > 0 and len(hops) >= num_proxies:
+        forwarded = parse_address(hops[-num_proxies])
+        # A hop the proxy could not name ("unknown", garbage) counts as the proxy.
+        if forwarded is not None:
+            return forwarded
+    return peer or remote
+
+
+def is_trusted(address: str, trusted: Sequence[Network]) -> bool:
+    ip = ipaddress.ip_address(address)
+    if ip.version == 6 and ip.ipv4_mapped:  # a dual-stack socket's view of an IPv4 peer
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in trusted)
 
 
 def parse_address(text: str) -> str | None:
@@ -64,6 +89,12 @@ def ip_subject(address: str) -> str:
     return f"ip:{ip}"
 
 
+def refuse_without_tier(quota: policy.Quota) -> None:
+    """No tier applies (there is no default tier): refused, never unlimited."""
+    if quota.no_tier:
+        raise PermissionDenied(NoTier().message, code=NoTier.code)
+
+
 class CountersDown(APIException):
     status_code = 503
     default_detail = "Quota counters are unavailable; try again shortly."
@@ -86,12 +117,16 @@ class TierRateThrottle(BaseThrottle):
         """(subject, quota, is a user) for this request."""
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:
-            quota = policy.quota_for_user(user)
+            key = getattr(request, "auth", None)
+            quota = policy.quota_for_key(user, key if isinstance(key, APIKey) else None)
             if quota.blocked:
-                raise PermissionDenied("This account's quota is blocked.")
-            return user_subject(user.pk), quota, True
-        address = client_ip(request.META, conf.NUM_PROXIES)
-        return ip_subject(address), policy.quota_for_anonymous(), False
+                raise PermissionDenied("This account's quota is blocked.", code="blocked")
+            refuse_without_tier(quota)
+            return quota.subject(user.pk), quota, True
+        address = client_ip(request.META, conf.NUM_PROXIES, conf.TRUSTED_PROXIES)
+        quota = policy.quota_for_anonymous()
+        refuse_without_tier(quota)
+        return ip_subject(address), quota, False
 
     def allow_request(self, request: Any, view: Any) -> bool:
         subject, quota, is_user = self.get_subject(request)
@@ -103,7 +138,9 @@ class TierRateThrottle(BaseThrottle):
                 return True
             raise CountersDown() from exc
         self.decision = decision
-        setattr(getattr(request, "_request", request), DECISION_ATTR, decision)
+        raw = getattr(request, "_request", request)
+        setattr(raw, DECISION_ATTR, decision)
+        setattr(raw, LIMITS_ATTR, quota.named_limits(budgets=False))
         return decision.allowed
 
     def wait(self) -> float:

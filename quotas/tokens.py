@@ -135,7 +135,7 @@ def _count_part(part: Any, encoding: tiktoken.Encoding | None) -> int:
     if not isinstance(part, dict):
         return _count_value(part, encoding)
     kind = part.get("type")
-    if kind == "text":
+    if kind in ("text", "input_text", "output_text"):  # chat's, and the Responses API's
         return _count(str(part.get("text") or ""), encoding)
     if kind in ("image_url", "input_image", "image"):
         image = part.get("image_url")

@@ -20,10 +20,12 @@ try:  # openai 3.x speaks httpx2; earlier versions httpx.
 except ImportError:  # pragma: no cover
     import httpx  # type: ignore[no-redef]
 
+from . import providers
 from .conf import conf
 from .engine import CountersUnavailable, Limit, Policy, QuotaEngine
 from .engine.limits import RATE_REQUESTS, RATE_TOKENS
 from .mock_provider import AsyncMockTransport, MockTransport
+from .models import Provider
 
 logger = logging.getLogger("quotas")
 
@@ -47,12 +49,14 @@ class UpstreamError(Exception):
 
 
 class UpstreamNotConfigured(UpstreamError):
-    """No provider to call: no OPENAI_API_KEY, DEBUG off, and the mock not chosen."""
+    """No provider to call: no OPENAI_API_KEY, DEBUG off, and the mock not chosen; or a
+    model's provider whose key variable is not set."""
 
-    def __init__(self) -> None:
+    def __init__(self, message: str | None = None) -> None:
         super().__init__(
             503,
-            "No AI provider is configured on this server: set OPENAI_API_KEY, "
+            message
+            or "No AI provider is configured on this server: set OPENAI_API_KEY, "
             "or QUOTAS['PROVIDER'] = 'mock'.",
         )
 
@@ -91,14 +95,21 @@ class UpstreamBusy(UpstreamRateLimited):
 _lock = threading.RLock()
 _client: openai.OpenAI | None = None
 _mock: MockTransport | None = None
-_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = (
-    weakref.WeakKeyDictionary()
-)
+# Each event loop's async clients, by provider (its connections belong to that loop).
+_async_clients: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[Any, ...], openai.AsyncOpenAI]
+] = weakref.WeakKeyDictionary()
 
 
-def client() -> openai.OpenAI:
-    """This process's SDK client: OPENAI_API_KEY / OPENAI_BASE_URL, else the mock provider."""
+def client(provider: Provider | None = None) -> openai.OpenAI:
+    """The SDK client for `provider` (a model's), else this process's default one
+    (OPENAI_API_KEY / OPENAI_BASE_URL, else the mock provider)."""
     global _client
+    if provider is not None:
+        try:
+            return providers.client_for(provider)
+        except providers.MissingKey as exc:
+            raise UpstreamNotConfigured(str(exc)) from None
     if _client is None:
         with _lock:
             if _client is None:
@@ -150,17 +161,26 @@ def mock_async_http_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=AsyncMockTransport(mock_transport()))
 
 
-def async_client() -> openai.AsyncOpenAI:
-    """The running event loop's async SDK client for the same provider (its connections
-    belong to that loop)."""
+def async_client(provider: Provider | None = None) -> openai.AsyncOpenAI:
+    """The running event loop's async SDK client for `provider`, as `client` (a new one
+    when its settings or key change); its connections belong to that loop."""
+    if provider is not None:
+        try:
+            settings = providers.client_settings(provider)
+        except providers.MissingKey as exc:
+            raise UpstreamNotConfigured(str(exc)) from None
+        identity: tuple[Any, ...] = (provider.pk, *sorted(settings.items()))
+    else:
+        settings = client_settings()
+        identity = ()
     loop = asyncio.get_running_loop()
     with _lock:
-        found = _async_clients.get(loop)
+        clients = _async_clients.setdefault(loop, {})
+        found = clients.get(identity)
         if found is None:
-            settings = client_settings()
             if settings.get("base_url") == MOCK_BASE_URL:
                 settings["http_client"] = mock_async_http_client()
-            found = _async_clients[loop] = openai.AsyncOpenAI(**settings)
+            found = clients[identity] = openai.AsyncOpenAI(**settings)
     return found
 
 
@@ -179,16 +199,17 @@ def reset_client() -> None:
     with _lock:
         _client = _mock = None
         _async_clients.clear()
+    providers.reset_clients()
 
 
 # calls --------------------------------------------------------------------------------
 
 
-def chat(params: dict[str, Any]) -> dict[str, Any]:
-    """One chat completion; the provider's JSON answer."""
-    arguments = _arguments(params, stream=False)
+def chat(params: dict[str, Any], provider: Provider | None = None) -> dict[str, Any]:
+    """One chat completion; the provider's JSON answer. `provider`: the model's, if any."""
+    arguments = _arguments(params, provider, stream=False)
     try:
-        raw = client().chat.completions.with_raw_response.create(**arguments)
+        raw = client(provider).chat.completions.with_raw_response.create(**arguments)
         answer = raw.http_response.json()
     except (openai.APIError, ValueError) as exc:
         raise _translate(exc) from exc
@@ -197,14 +218,16 @@ def chat(params: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
-def chat_stream(params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def chat_stream(
+    params: dict[str, Any], provider: Provider | None = None
+) -> Iterator[dict[str, Any]]:
     """A streamed chat completion, chunk by chunk, the last one with `usage`.
 
     Connects at once (so refusals raise here); a failure mid-stream raises from the iterator.
     """
-    arguments = _arguments(params, stream=True)
+    arguments = _arguments(params, provider, stream=True)
     try:
-        stream = client().chat.completions.create(**arguments)
+        stream = client(provider).chat.completions.create(**arguments)
     except (openai.APIError, ValueError) as exc:
         raise _translate(exc) from exc
     return _chunks(stream)
@@ -220,11 +243,11 @@ def _chunks(stream: openai.Stream[Any]) -> Iterator[dict[str, Any]]:
         stream.close()
 
 
-async def achat(params: dict[str, Any]) -> dict[str, Any]:
+async def achat(params: dict[str, Any], provider: Provider | None = None) -> dict[str, Any]:
     """`chat` on the running event loop."""
-    arguments = _arguments(params, stream=False)
+    arguments = _arguments(params, provider, stream=False)
     try:
-        raw = await async_client().chat.completions.with_raw_response.create(**arguments)
+        raw = await async_client(provider).chat.completions.with_raw_response.create(**arguments)
         answer = raw.http_response.json()
     except (openai.APIError, ValueError) as exc:
         raise _translate(exc) from exc
@@ -233,11 +256,13 @@ async def achat(params: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
-async def achat_stream(params: dict[str, Any]) -> AsyncProviderStream:
+async def achat_stream(
+    params: dict[str, Any], provider: Provider | None = None
+) -> AsyncProviderStream:
     """`chat_stream` on the running event loop."""
-    arguments = _arguments(params, stream=True)
+    arguments = _arguments(params, provider, stream=True)
     try:
-        stream = await async_client().chat.completions.create(**arguments)
+        stream = await async_client(provider).chat.completions.create(**arguments)
     except (openai.APIError, ValueError) as exc:
         raise _translate(exc) from exc
     return AsyncProviderStream(stream)
@@ -260,10 +285,68 @@ class AsyncProviderStream:
         await self.stream.close()
 
 
-def _arguments(params: dict[str, Any], *, stream: bool) -> dict[str, Any]:
+def responses(params: dict[str, Any], provider: Provider | None = None) -> dict[str, Any]:
+    """One Responses API call; the provider's JSON answer."""
+    arguments = _passed_through(params, provider, stream=False)
+    try:
+        raw = client(provider).responses.with_raw_response.create(**arguments)
+        answer = raw.http_response.json()
+    except (openai.APIError, ValueError) as exc:
+        raise _translate(exc) from exc
+    if not isinstance(answer, dict) or not isinstance(answer.get("output"), list):
+        raise UpstreamError(502, "The AI provider answered with something other than a response.")
+    return answer
+
+
+def responses_stream(
+    params: dict[str, Any], provider: Provider | None = None
+) -> Iterator[dict[str, Any]]:
+    """A streamed Responses API call, event by event (`type` in each), as `chat_stream`."""
+    arguments = _passed_through(params, provider, stream=True)
+    try:
+        stream = client(provider).responses.create(**arguments)
+    except (openai.APIError, ValueError) as exc:
+        raise _translate(exc) from exc
+    return _chunks(stream)
+
+
+def embeddings(params: dict[str, Any], provider: Provider | None = None) -> dict[str, Any]:
+    """One embeddings call; the provider's JSON answer (floats unless base64 is asked)."""
+    arguments = _passed_through(params, provider, stream=False)
+    extra = arguments.pop("extra_body", {})
+    arguments["model"], arguments["input"] = extra.pop("model", None), extra.pop("input", None)
+    arguments["encoding_format"] = extra.pop("encoding_format", None) or "float"
+    if extra:
+        arguments["extra_body"] = extra
+    try:
+        raw = client(provider).embeddings.with_raw_response.create(**arguments)
+        answer = raw.http_response.json()
+    except (openai.APIError, ValueError) as exc:
+        raise _translate(exc) from exc
+    if not isinstance(answer, dict) or not isinstance(answer.get("data"), list):
+        raise UpstreamError(502, "The AI provider answered with something other than embeddings.")
+    return answer
+
+
+def _passed_through(
+    params: dict[str, Any], provider: Provider | None, *, stream: bool
+) -> dict[str, Any]:
+    """Every parameter in `extra_body`, as sent, so the SDK neither checks nor drops any."""
+    arguments: dict[str, Any] = {"timeout": providers.timeout(provider)}
+    extra = {k: v for k, v in params.items() if k != "stream"}
+    if stream:
+        arguments["stream"] = True
+    if extra:
+        arguments["extra_body"] = extra
+    return arguments
+
+
+def _arguments(
+    params: dict[str, Any], provider: Provider | None, *, stream: bool
+) -> dict[str, Any]:
     if "model" not in params or "messages" not in params:
         raise ValueError("A chat completion needs 'model' and 'messages'.")
-    arguments: dict[str, Any] = {"timeout": conf.UPSTREAM_TIMEOUT}
+    arguments: dict[str, Any] = {"timeout": providers.timeout(provider)}
     extra: dict[str, Any] = {}
     for name, value in params.items():
         if name not in ("stream", "stream_options"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from importlib import import_module
 
 import pytest
 from pytest_redis import factories
@@ -121,3 +122,20 @@ def quota_counters(redis_url: str | None, settings):
     yield
     engine_factory.reset_engines()
     policy.cache.clear()
+
+
+DB_FIXTURES = frozenset({"db", "transactional_db", "live_server", "django_db_reset_sequences"})
+
+
+@pytest.fixture(autouse=True)
+def default_tier(request: pytest.FixtureRequest) -> None:
+    """The default tier the migrations create, as every deployment has it; a transactional
+    test's flush deletes it, and without it callers are refused."""
+    marked = request.node.get_closest_marker("django_db") is not None
+    if not marked and DB_FIXTURES.isdisjoint(request.fixturenames):
+        return
+    request.getfixturevalue("db")  # the test's own database access, as it asked for it
+    from django.apps import apps
+
+    migration = import_module("quotas.migrations.0002_default_tier")
+    migration.create_default_tier(apps, None)

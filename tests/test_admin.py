@@ -10,7 +10,7 @@ from rest_framework_api_key.models import APIKey as LibraryAPIKey
 
 from quotas import adjustments, engine_factory, services
 from quotas import admin as quotas_admin
-from quotas.models import AIModel, APIKey, QuotaAdjustment, Tier, UsageRecord, UserQuota
+from quotas.models import AIModel, APIKey, Provider, QuotaAdjustment, Tier, UsageRecord, UserQuota
 from quotas.policy import quota_for_user
 
 pytestmark = pytest.mark.django_db
@@ -56,18 +56,35 @@ def messages_of(response) -> list[str]:
 
 
 def test_every_model_has_an_admin():
-    for model in (Tier, AIModel, APIKey, UsageRecord, QuotaAdjustment, User):
+    for model in (Tier, AIModel, Provider, APIKey, UsageRecord, QuotaAdjustment, User):
         assert admin.site.is_registered(model), model
     assert not admin.site.is_registered(LibraryAPIKey)
     user_admin = admin.site.get_model_admin(User)
     assert quotas_admin.UserQuotaInline in user_admin.inlines
 
 
-@pytest.mark.parametrize("name", ["tier", "aimodel", "apikey", "usagerecord", "quotaadjustment"])
+@pytest.mark.parametrize(
+    "name", ["tier", "aimodel", "provider", "apikey", "usagerecord", "quotaadjustment"]
+)
 def test_changelists_and_add_pages_load(admin_client, name, ada):
     assert admin_client.get(reverse(f"admin:quotas_{name}_changelist")).status_code == 200
     add = admin_client.get(reverse(f"admin:quotas_{name}_add")).status_code
     assert add == (403 if name in ("usagerecord", "quotaadjustment") else 200)
+
+
+def test_a_provider_shows_its_key_variable_never_a_key(admin_client, monkeypatch):
+    monkeypatch.setenv("ROUTER_API_KEY", "sk-never-shown")
+    provider = Provider.objects.create(
+        name="router", base_url="https://router.example/v1", api_key_env="ROUTER_API_KEY"
+    )
+    pages = [
+        admin_client.get(reverse("admin:quotas_provider_changelist")),
+        admin_client.get(reverse("admin:quotas_provider_change", args=[provider.pk])),
+    ]
+    for page in pages:
+        html = page.content.decode()
+        assert "ROUTER_API_KEY" in html
+        assert "sk-never-shown" not in html
 
 
 class TestTiers:
@@ -114,6 +131,39 @@ class TestTiers:
     def test_zero_rate_is_refused(self, admin_client):
         response = self.post(admin_client, requests_per_minute="0")
         assert "Must be at least 1" in response.content.decode()
+
+    def test_the_default_tier_stays_default_until_another_is(self, admin_client):
+        default = Tier.objects.get(is_default=True)
+        url = reverse("admin:quotas_tier_change", args=[default.pk])
+        data = {"name": default.name, "slug": default.slug, "degrade_at_percent": ""}
+        response = admin_client.post(url, data)  # is_default unticked
+        assert response.status_code == 200
+        errors = response.context["adminform"].form.errors
+        assert "Make another tier the default instead." in errors["is_default"][0]
+        assert Tier.objects.get(pk=default.pk).is_default
+
+    def test_the_default_tier_is_not_deleted(self, admin_client):
+        default = Tier.objects.get(is_default=True)
+        response = admin_client.post(
+            reverse("admin:quotas_tier_delete", args=[default.pk]), {"post": "yes"}, follow=True
+        )
+        assert "cannot be deleted" in " ".join(messages_of(response))
+        assert Tier.objects.filter(pk=default.pk).exists()
+
+    def test_nor_with_the_delete_action(self, admin_client):
+        default = Tier.objects.get(is_default=True)
+        other = Tier.objects.create(slug="spare", name="Spare")
+        changelist = reverse("admin:quotas_tier_changelist")
+        picked = {"action": "delete_selected", "_selected_action": [default.pk, other.pk]}
+        response = admin_client.post(changelist, {**picked, "post": "yes"}, follow=True)
+        assert "cannot be deleted" in " ".join(messages_of(response))
+        assert Tier.objects.filter(pk__in=[default.pk, other.pk]).count() == 2
+
+        response = admin_client.post(
+            changelist, {"action": "delete_selected", "_selected_action": [other.pk], "post": "yes"}
+        )
+        assert response.status_code == 302
+        assert not Tier.objects.filter(pk=other.pk).exists()
 
 
 class TestUserPage:
@@ -226,6 +276,7 @@ class TestLedger:
         assert shown(q="ada") == ["ada"]
 
 
+@pytest.mark.django_db(transaction=True)  # counters are corrected once committed
 class TestCounterActions:
     changelist = "admin:auth_user_changelist"
 

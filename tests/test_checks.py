@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import sys
+
 import pytest
 from django.core.checks import Error, Tags, Warning, run_checks
 
-from quotas.checks import check_settings
+from quotas.checks import check_default_tier, check_settings
+from quotas.models import Tier
 
 VALID = {"REDIS_URL": "redis://127.0.0.1:6379/0", "PROVIDER": "mock"}
 
@@ -84,6 +87,32 @@ def test_e005_negative_or_not_a_number(settings, name, value):
     assert name in message.msg
 
 
+def test_e008_trusted_proxies_that_are_no_address(settings):
+    settings.QUOTAS = {**VALID, "TRUSTED_PROXIES": ["10.0.0.0/8", "proxy.internal", "::1"]}
+    [message] = check_settings()
+    assert message.id == "quotas.E008"
+    assert "'proxy.internal'" in message.msg
+    assert "10.0.0.0/8" not in message.msg
+
+
+def test_trusted_proxies_as_addresses_and_networks_pass(settings):
+    settings.QUOTAS = {**VALID, "TRUSTED_PROXIES": ["10.0.0.1", "172.16.0.0/12", "fd00::/8"]}
+    assert check_settings() == []
+
+
+@pytest.mark.parametrize("module", ["fakeredis", "lupa"])
+def test_e009_no_redis_url_and_no_embedded_store(settings, monkeypatch, module):
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    settings.DEBUG = True
+    settings.QUOTAS = {"PROVIDER": "mock"}
+    [message] = check_settings()
+    assert message.id == "quotas.E009"
+    assert module in message.msg
+    assert "django-ai-quotas[embedded]" in message.hint
+    settings.QUOTAS = VALID  # with a Redis URL the embedded store is not needed
+    assert check_settings() == []
+
+
 def test_w001_no_redis_url_in_production(settings):
     settings.DEBUG = False
     settings.QUOTAS = {}
@@ -128,3 +157,21 @@ def test_provider_key_or_mock_or_debug_passes(settings, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY")
     settings.DEBUG = True
     assert check_settings() == []
+
+
+@pytest.mark.django_db
+def test_e010_no_default_tier():
+    assert check_default_tier() == []
+    Tier.objects.update(is_default=False)
+    [message] = check_default_tier()
+    assert isinstance(message, Error)
+    assert message.id == "quotas.E010"
+    assert "refused" in message.msg
+    assert "is_default" in message.hint
+    assert "quotas.E010" in ids(run_checks(tags=[Tags.database]))
+
+
+@pytest.mark.django_db
+def test_e010_only_for_the_database_holding_the_tiers():
+    Tier.objects.update(is_default=False)
+    assert check_default_tier(databases=["other"]) == []

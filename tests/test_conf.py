@@ -65,3 +65,11 @@ def test_empty_values_mean_unset(settings):
     settings.QUOTAS = {"REDIS_URL": "", "ANONYMOUS_TIER": ""}
     assert conf.REDIS_URL is None
     assert conf.ANONYMOUS_TIER is None
+
+
+def test_trusted_proxies_are_networks(settings):
+    assert conf.TRUSTED_PROXIES == ()
+    settings.QUOTAS = {"TRUSTED_PROXIES": ["10.0.0.1", "172.16.0.0/12", "::1", "not-an-ip"]}
+    assert [str(n) for n in conf.TRUSTED_PROXIES] == ["10.0.0.1/32", "172.16.0.0/12", "::1/128"]
+    settings.QUOTAS = {"TRUSTED_PROXIES": "10.0.0.0/8"}
+    assert [str(n) for n in conf.TRUSTED_PROXIES] == ["10.0.0.0/8"]

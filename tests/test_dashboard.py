@@ -66,7 +66,7 @@ class TestMeters:
         assert (over.level, over.percent, over.width) == ("over", 100, 100)
 
     def test_unlimited_has_no_bar(self):
-        meter = dashboard._meter("spend_today", "Spend today", True, 1_500_000, None)
+        meter = dashboard._meter("spend_per_day", "Spend today", True, 1_500_000, None)
         assert (meter.level, meter.limit, meter.used) == ("free", None, "$1.50")
 
     def test_money_is_exact_without_trailing_zeros(self):
@@ -90,7 +90,7 @@ class TestUserPanel:
         assert (meters["tokens_per_day"].used, meters["tokens_per_day"].limit) == ("500", "1,000")
         assert meters["tokens_per_day"].percent == 50
         assert meters["spend_per_month"].used == "$0.25"
-        assert meters["spend_today"].used == "$0.25"
+        assert meters["spend_per_day"].used == "$0.25"
         assert meters["requests_per_day"].used == "1"
         assert meters["max_concurrent_requests"].used == "0"
 
@@ -203,6 +203,23 @@ class TestDashboardPage:
         assert 'data-limit="tokens_per_day"' in html and "500</span> / <span" in html
         assert "<svg" in html and "quotas/dashboard.css" in html
         assert 'href="https://' not in html  # nothing from a CDN
+
+    def test_the_totals_show_cached_and_reasoning_tokens(self, admin_client, ada):
+        _, grant = service.reserve(ada.pk, quota_for_user(ada), model="gpt-4o", tokens=400, spend=0)
+        assert grant is not None
+        service.settle(
+            grant,
+            prompt_tokens=300,
+            completion_tokens=100,
+            cost=0,
+            cached_tokens=256,
+            reasoning_tokens=40,
+        )
+
+        html = admin_client.get(reverse(DASHBOARD)).content.decode()
+
+        assert html.count('<dd data-figure="cached">256</dd>') == 2  # today, this month
+        assert html.count('<dd data-figure="reasoning">40</dd>') == 2
 
     def test_linked_from_the_app_index_and_the_ledger(self, admin_client):
         url = reverse(DASHBOARD)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from quotas.engine import Decision, LimitState
+from quotas.engine import Decision, LimitState, Usage
 from quotas.fallback import running_low, serving_model
 from quotas.policy import Quota
 
@@ -38,7 +38,7 @@ def test_low_below_the_percent_left(remaining: int, low: bool) -> None:
         ("mt", False),
     ],
 )
-def test_only_day_budgets_and_monthly_spend_are_watched(code: str, watched: bool) -> None:
+def test_only_day_budgets_and_monthly_spend_degrade(code: str, watched: bool) -> None:
     peek = decision(state(code, 10, 0, "the_limit"))
 
     assert running_low(LOW_AT_20, peek) == ("the_limit" if watched else None)
@@ -74,10 +74,10 @@ def test_what_a_granted_request_took_is_added_back() -> None:
     granted = decision(state("dt", 1000, 150, "tokens_per_day"))  # 250 left before it took 100
 
     assert running_low(LOW_AT_20, granted) == "tokens_per_day"
-    assert running_low(LOW_AT_20, granted, {"dt": 100}) is None
-    assert running_low(LOW_AT_20, granted, {"dt": 50}) is None  # 200 left: 20% is not under
-    assert running_low(LOW_AT_20, granted, {"dt": 49}) == "tokens_per_day"
-    assert serving_model(LOW_AT_20, "gpt-4o", granted, {"dt": 100}) == "gpt-4o"
+    assert running_low(LOW_AT_20, granted, Usage(tokens=100)) is None
+    assert running_low(LOW_AT_20, granted, Usage(tokens=50)) is None  # 200 left: 20% is not under
+    assert running_low(LOW_AT_20, granted, Usage(tokens=49)) == "tokens_per_day"
+    assert serving_model(LOW_AT_20, "gpt-4o", granted, Usage(tokens=100)) == "gpt-4o"
 
 
 def test_a_denied_request_took_nothing_to_add_back() -> None:
@@ -89,8 +89,8 @@ def test_a_denied_request_took_nothing_to_add_back() -> None:
         states=(state("dt", 1000, 150, "tokens_per_day"),),
     )
 
-    assert running_low(LOW_AT_20, denied, {"dt": 100}) == "tokens_per_day"
-    assert serving_model(LOW_AT_20, "gpt-4o", denied, {"dt": 100}) == "gpt-4o-mini"
+    assert running_low(LOW_AT_20, denied, Usage(tokens=100)) == "tokens_per_day"
+    assert serving_model(LOW_AT_20, "gpt-4o", denied, Usage(tokens=100)) == "gpt-4o-mini"
 
 
 LOW = decision(state("dt", 1000, 10, "tokens_per_day"))

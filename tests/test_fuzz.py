@@ -1,4 +1,7 @@
-"""`/v1/` and `/api/` fuzzed from the OpenAPI schema: no input makes them answer 500."""
+"""`/v1/` and `/api/` fuzzed from the OpenAPI schema: no input makes them answer 500.
+
+Each generated request is sent with the key of a caller (`/v1/`) or of staff (`/api/`),
+then without a key beside a session cookie holding a NUL byte."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ def _openapi() -> dict:
 
 
 schema = schemathesis.openapi.from_dict(_openapi())
+STALE_SESSION = 'sessionid="abcdefgh\\000ijklmnop"'
 schema.app = get_wsgi_application()
 
 
@@ -64,3 +68,7 @@ def test_no_input_answers_500(case, keys):
     who = "staff" if case.path.startswith("/api/") else "caller"
     response = case.call(headers={"Authorization": f"Bearer {keys[who]}"})
     assert response.status_code < 500, (case.method, case.path, response.text[:300])
+    # Without a key, a stale session cookie holding a NUL byte is no session: refused
+    # (or not found), never served and never a 500.
+    response = case.call(headers={"Cookie": STALE_SESSION})
+    assert 400 <= response.status_code < 500, (case.method, case.path, response.text[:300])

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from quotas.engine import Decision, LimitState
+from quotas.engine import Decision, Limit, LimitState
 from quotas.headers import rate_limit_headers, retry_after_seconds
 
 RATE = LimitState("requests_per_minute", "rr", limit=10, used=7, remaining=3, reset_after=4.2)
@@ -27,12 +27,51 @@ def test_ietf_ratelimit_fields():
     headers = rate_limit_headers(decision(RATE, DAY, TOKENS, SPEND))
     assert headers["RateLimit-Policy"] == (
         '"requests_per_minute";q=10;w=60, "requests_per_day";q=1000;w=86400, '
-        '"tokens_per_day";q=20000;w=86400, "spend_per_month";q=1000000;w=2592000'
+        '"tokens_per_day";q=20000;w=86400, "spend_per_month";q=1.0;w=2592000'
     )
     assert headers["RateLimit"] == (
         '"requests_per_minute";r=3;t=5, "requests_per_day";r=990;t=360, '
-        '"tokens_per_day";r=15000;t=3724, "spend_per_month";r=1000000;t=86400'
+        '"tokens_per_day";r=15000;t=3724, "spend_per_month";r=1.0;t=86400'
     )
+
+
+def test_a_rate_is_shown_per_minute_not_as_its_burst():
+    """A tier of 10 a minute with a burst of 5: the engine's bucket holds 5."""
+    bucket = LimitState("requests_per_minute", "rr", limit=5, used=1, remaining=4, reset_after=6)
+    limits = (Limit("requests_per_minute", "rr", 10, burst=5),)
+    headers = rate_limit_headers(decision(bucket), limits)
+    assert headers["RateLimit-Policy"] == '"requests_per_minute";q=10;w=60'
+    assert headers["RateLimit"] == '"requests_per_minute";r=4;t=6'
+    assert headers["x-ratelimit-limit-requests"] == "10"
+    assert headers["x-ratelimit-remaining-requests"] == "4"
+
+
+def test_spend_in_usd():
+    used = LimitState("spend_per_month", "ms", 1_000_000, 150, 999_850, reset_after=86_400)
+    headers = rate_limit_headers(decision(used))
+    assert headers["x-ratelimit-limit-spend"] == "1.000000"
+    assert headers["x-ratelimit-remaining-spend"] == "0.999850"
+    assert headers["x-ratelimit-reset-spend"] == "24h0m0s"
+    assert headers["RateLimit"] == '"spend_per_month";r=0.999;t=86400'  # rounded down
+
+
+def test_a_rate_refusal_is_retryable_with_its_wait_in_milliseconds():
+    headers = rate_limit_headers(decision(RATE, allowed=False, retry_after=0.25))
+    assert (headers["Retry-After"], headers["retry-after-ms"]) == ("1", "250")
+    assert "x-should-retry" not in headers
+
+
+def test_a_concurrency_refusal_is_retryable():
+    headers = rate_limit_headers(decision(CONCURRENT, allowed=False, retry_after=2.5))
+    assert (headers["Retry-After"], headers["retry-after-ms"]) == ("3", "2500")
+    assert "x-should-retry" not in headers
+
+
+@pytest.mark.parametrize("budget", [DAY, TOKENS, MONTH, SPEND])
+def test_a_budget_refusal_tells_sdks_not_to_retry(budget):
+    headers = rate_limit_headers(decision(budget, RATE, allowed=False, retry_after=3600))
+    assert headers["x-should-retry"] == "false"
+    assert headers["Retry-After"] == "3600"
 
 
 def test_concurrency_is_not_a_ratelimit_field():

@@ -211,6 +211,29 @@ def test_back_online_the_counters_hold_the_usage_of_the_outage(client, mock, out
     )
 
 
+def test_back_online_a_reservation_another_server_made_meanwhile_stays_counted(
+    client, mock, outage
+) -> None:
+    """One app server is back on Redis and has a call in flight when another, which also
+    served the user from the ledger, sees Redis again: the in-flight reservation must not
+    be forgotten, or the user could spend it twice."""
+    quota = quota_for_user(client.user)
+    outage.start()
+    during = chat(client, max_tokens=100).json()["usage"]["total_tokens"]
+    outage.end()
+
+    _, grant = service.reserve(client.user.pk, quota, model="gpt-4o-mini", tokens=600, spend=0)
+    assert grant is not None and not grant.degraded
+    ledger_mode.mark_dirty(client.user.pk)  # the other server's record of the outage
+    service.recover()
+
+    assert service.usage(client.user.pk, quota).day_usage.tokens == during + 600
+    assert chat(client, max_tokens=400).status_code == 429  # 600 are held in flight
+    service.settle(grant, prompt_tokens=50, completion_tokens=150, cost=0)
+    assert service.usage(client.user.pk, quota).day_usage.tokens == during + 200
+    assert spent(client.user) == (2, during + 200)
+
+
 def test_back_online_usage_reports_read_the_outages_usage(client, mock, outage) -> None:
     before = chat(client, max_tokens=20).json()["usage"]["total_tokens"]
     outage.start()

@@ -287,3 +287,79 @@ def test_the_async_transport_streams_part_by_part_on_the_event_loop(
     assert transport.sleep == []  # nothing waited in a thread
     # Each stream's chunks arrived one by one, not all at once at the end.
     assert all(times[-1] - times[0] >= 0.2 * (len(times) - 2) for times in arrivals)
+
+
+# the Responses API and embeddings --------------------------------------------------------
+
+
+def test_response_is_labelled_and_its_usage_matches_our_count(client: openai.OpenAI) -> None:
+    reply = client.responses.create(model=MODEL, instructions="You are terse.", input="Hi there")
+
+    assert reply.output_text.startswith("[mock] Reply to: Hi there")
+    assert reply.usage.output_tokens == count_text_tokens(reply.output_text, MODEL)
+    messages = [
+        {"role": "developer", "content": "You are terse."},
+        {"role": "user", "content": "Hi there"},
+    ]
+    assert reply.usage.input_tokens == count_prompt_tokens(messages, MODEL)
+    assert reply.status == "completed"
+
+
+def test_response_stream_builds_the_response_delta_by_delta(client: openai.OpenAI) -> None:
+    events = list(
+        client.responses.create(model=MODEL, input="Hi", max_output_tokens=5, stream=True)
+    )
+
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    final = events[-1]
+    assert final.type == "response.incomplete"  # cut short by max_output_tokens
+    assert final.response.output_text == text
+    assert final.response.usage.output_tokens == count_text_tokens(text, MODEL) <= 5
+
+
+def test_response_stream_cut_breaks_midway(client: openai.OpenAI, transport: MockTransport) -> None:
+    transport.fail = "cut"
+    seen = []
+    with pytest.raises(openai.APIConnectionError):
+        for event in client.responses.create(model=MODEL, input="Hi", stream=True):
+            seen.append(event.type)
+    assert "response.created" in seen
+    assert "response.completed" not in seen
+
+
+def test_a_long_prompt_repeated_is_reported_cached(client: openai.OpenAI) -> None:
+    long = "quota " * 1200
+    first = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": long}]
+    )
+    again = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": long}]
+    )
+    short = [{"role": "user", "content": "hi"}]
+    client.chat.completions.create(model=MODEL, messages=short)
+    short_again = client.chat.completions.create(model=MODEL, messages=short)
+
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    cached = again.usage.prompt_tokens_details.cached_tokens
+    assert cached % 128 == 0
+    assert 1024 <= cached <= again.usage.prompt_tokens < cached + 128
+    assert short_again.usage.prompt_tokens_details.cached_tokens == 0  # under 1024 tokens
+
+
+@pytest.mark.parametrize("given", ["a cat", ["a cat", "a dog"], [1, 2, 3], [[1, 2], [3]]])
+def test_embeddings_are_unit_vectors_that_depend_on_the_input(
+    client: openai.OpenAI, given: object
+) -> None:
+    first = client.embeddings.create(model="text-embedding-3-small", input=given, dimensions=16)
+    again = client.embeddings.create(model="text-embedding-3-small", input=given, dimensions=16)
+
+    vectors = [item.embedding for item in first.data]
+    assert vectors == [item.embedding for item in again.data]
+    assert all(len(v) == 16 and abs(sum(x * x for x in v) - 1) < 1e-4 for v in vectors)
+    assert len({tuple(v) for v in vectors}) == len(vectors)
+
+
+def test_embeddings_of_bad_input_are_a_400(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.embeddings.create(model="text-embedding-3-small", input="")
+    assert refused.value.body["param"] == "input"

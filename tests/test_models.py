@@ -133,6 +133,18 @@ class TestCost:
         assert model.cost_micros(3, 1) == 2  # 1.05 micro-USD
         assert model.cost_micros(0, 0) == 0
 
+    def test_cached_prompt_tokens_at_the_cached_price_else_the_input_price(self):
+        model = AIModel(
+            name="m",
+            input_price_per_million=Decimal("2.50"),
+            output_price_per_million=Decimal("10"),
+        )
+        assert model.cost_micros(1000, 500, cached_tokens=800) == 7500  # no cached price
+        model.cached_input_price_per_million = Decimal("0.25")
+        # 200 * 2.5 + 800 * 0.25 + 500 * 10 micro-USD
+        assert model.cost_micros(1000, 500, cached_tokens=800) == 5700
+        assert model.cost_micros(100, 0, cached_tokens=800) == 25  # never more than the prompt
+
 
 class TestUsageRecordAdd:
     def test_creates_then_increments(self, user):

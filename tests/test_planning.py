@@ -72,3 +72,10 @@ def test_blocked_is_refused() -> None:
 def test_the_larger_output_cap_counts_and_the_sent_name_is_forwarded() -> None:
     assert output_cap(Quota(), 20, 3) == (20, "max_completion_tokens")
     assert output_cap(Quota(), 20, None) == (20, "max_tokens")
+
+
+def test_max_output_tokens_is_the_responses_output_cap() -> None:
+    assert output_cap(Quota(), None, None, 30) == (30, "max_output_tokens")
+    with pytest.raises(InvalidRequest) as refused:
+        output_cap(Quota(max_tokens_per_request=20), None, None, 30)
+    assert refused.value.param == "max_output_tokens"

@@ -16,7 +16,8 @@ from quotas.ledger import ledger_usage, window_days
 from quotas.models import Tier, UsageRecord, UserQuota
 from quotas.policy import quota_for_user
 from quotas.reconcile import in_flight
-from quotas.services import QuotaService, user_subject
+from quotas.services import QuotaService
+from quotas.subjects import user_subject
 
 pytestmark = pytest.mark.django_db
 

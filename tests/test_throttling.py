@@ -13,11 +13,13 @@ from rest_framework.response import Response
 from rest_framework.test import APIClient
 from rest_framework.views import APIView
 
+from quotas.conf import parse_networks
 from quotas.engine import QuotaEngine, connect
 from quotas.engine_factory import reset_engines
 from quotas.models import Tier, UserQuota
 from quotas.policy import Quota, quota_for_user
-from quotas.services import QuotaService, service, user_subject
+from quotas.services import QuotaService, service
+from quotas.subjects import user_subject
 from quotas.throttling import TierRateThrottle, client_ip, ip_subject
 
 
@@ -100,6 +102,14 @@ class TestUsers:
         response = ping(client)
         assert response.status_code == 403
         assert response.json()["error"]["type"] == "permission_error"
+        assert response.json()["error"]["code"] == "blocked"
+
+    def test_without_a_default_tier_a_user_with_no_tier_gets_403(self, client):
+        Tier.objects.update(is_default=False)
+        client.force_authenticate(get_user_model().objects.create_user("nobody"))
+        response = ping(client)
+        assert response.status_code == 403
+        assert response.json()["error"]["code"] == "no_tier"
 
 
 class TestAnonymous:
@@ -144,6 +154,13 @@ class TestAnonymous:
         Tier.objects.filter(is_default=True).update(burst=1)
         assert statuses(client, 2) == [200, 429]
 
+    def test_refused_without_a_default_tier_when_no_anonymous_tier_is_named(self, client, settings):
+        settings.QUOTAS = {**settings.QUOTAS, "ANONYMOUS_TIER": None}
+        Tier.objects.update(is_default=False)
+        response = ping(client)
+        assert response.status_code == 403
+        assert response.json()["error"]["code"] == "no_tier"
+
 
 @pytest.mark.parametrize(
     ("meta", "proxies", "expected"),
@@ -166,6 +183,48 @@ class TestAnonymous:
 )
 def test_client_ip(meta, proxies, expected):
     assert client_ip(meta, proxies) == expected
+
+
+TRUSTED = parse_networks(("10.0.0.0/8", "2001:db8:ffff::1"))
+
+
+@pytest.mark.parametrize(
+    ("remote", "forwarded", "expected"),
+    [
+        # A peer that is no trusted proxy: its own address, whatever it writes.
+        ("198.51.100.9", "1.1.1.1", "198.51.100.9"),
+        # A trusted proxy: the rightmost hop that is not a trusted proxy.
+        ("10.0.0.1", "1.1.1.1", "1.1.1.1"),
+        ("10.0.0.1", "1.1.1.1, 2.2.2.2", "2.2.2.2"),
+        ("10.0.0.1", "1.1.1.1, 2.2.2.2, 10.9.9.9", "2.2.2.2"),
+        ("2001:db8:ffff::1", "[2001:db8::7]:443, 10.1.1.1", "2001:db8::7"),
+        ("::ffff:10.0.0.1", "1.2.3.4:5555", "1.2.3.4"),
+        # Only trusted hops: the leftmost of them; none at all: the proxy itself.
+        ("10.0.0.1", "10.2.2.2, 10.3.3.3", "10.2.2.2"),
+        ("10.0.0.1", "", "10.0.0.1"),
+        # A hop that is no address ends the walk at the proxy that wrote it.
+        ("10.0.0.1", "1.1.1.1, unknown", "10.0.0.1"),
+        ("10.0.0.1", "1.1.1.1, unknown, 10.2.2.2", "10.2.2.2"),
+    ],
+)
+def test_client_ip_behind_trusted_proxies(remote, forwarded, expected):
+    meta = {"REMOTE_ADDR": remote, "HTTP_X_FORWARDED_FOR": forwarded}
+    assert client_ip(meta, 0, TRUSTED) == expected
+
+
+def test_trusted_proxies_bucket_callers_of_a_trusted_proxy_apart(client, settings):
+    Tier.objects.create(slug="anon", name="Anonymous", requests_per_minute=60, burst=1)
+    settings.QUOTAS = {
+        **settings.QUOTAS,
+        "ANONYMOUS_TIER": "anon",
+        "TRUSTED_PROXIES": ["10.0.0.0/8"],
+    }
+    assert ping(client, REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="1.1.1.1").status_code == 200
+    assert ping(client, REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="2.2.2.2").status_code == 200
+    # A caller reaching the app directly cannot pick a fresh bucket through the header.
+    direct = {"REMOTE_ADDR": "198.51.100.9"}
+    assert ping(client, HTTP_X_FORWARDED_FOR="3.3.3.3", **direct).status_code == 200
+    assert ping(client, HTTP_X_FORWARDED_FOR="4.4.4.4", **direct).status_code == 429
 
 
 def test_ip_subject():

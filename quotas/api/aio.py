@@ -1,8 +1,11 @@
-"""The `/v1/` endpoints as Django async views, served when an ASGI server runs the project.
+"""`/v1/chat/completions`, `/v1/models` and `/v1/quota` as Django async views, served when an
+ASGI server runs the project.
 
-Same HTTP contract as the DRF views of `chat` and `views`; the reservation and settlement
-go through `quotas.areserve` on `redis.asyncio`, the provider call through the async SDK
-client, a stream through an async iterator, and the ORM work through `in_orm_thread`.
+Same HTTP contract as the DRF views of `chat` and `views` (the key's, user's and team's
+limits in one reservation, the same refusals and headers, free reads); the reservation
+and settlement go through `quotas.areserve` on `redis.asyncio`, the provider call through
+the async SDK client, a stream through an async iterator, and the ORM work through
+`in_orm_thread`.
 A client that goes away is noticed by Django, which cancels the view or the stream: what
 was delivered is settled (the prompt, and the text counted with the model's tokenizer
 unless the provider's usage came), the provider stream is closed and the lease released.
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -29,20 +33,15 @@ from ..authentication import APIKeyAuthentication
 from ..database import in_orm_thread, use_orm_threads
 from ..engine import CountersUnavailable
 from ..exceptions import QuotaError
-from ..headers import add_rate_limit_headers, rate_limit_headers
-from ..services import service
-from ..throttling import DECISION_ATTR, TierRateThrottle
-from .chat import (
-    DOWNGRADE_HEADER,
-    UPSTREAM_ERRORS,
-    _completion_text,
-    _upstream_error,
-    models_list,
-    read_body,
-)
+from ..headers import add_rate_limit_headers
+from ..ledger import token_details
+from ..throttling import DECISION_ATTR, LIMITS_ATTR
+from .catalogue import caller_models, model_object
+from .chat import _completion_text
 from .chat_input import parse_body, parse_chat_request
 from .errors import counters_unavailable, error_body, exception_handler
-from .views import quota_report
+from .forwarding import DOWNGRADE_HEADER, UPSTREAM_ERRORS, read_body, upstream_error
+from .views import caller_quota, quota_report, read_usage, usage_headers
 
 logger = logging.getLogger("quotas")
 
@@ -81,27 +80,33 @@ def _refusal(exc: Exception, request: HttpRequest) -> HttpResponse:
 def _finish(request: HttpRequest, response: R) -> R:
     decision = getattr(request, DECISION_ATTR, None)
     if decision is not None:
-        add_rate_limit_headers(response, decision)
+        add_rate_limit_headers(response, decision, getattr(request, LIMITS_ATTR, ()))
     return response
 
 
 async def _caller(request: HttpRequest) -> Any:
-    """The API key's owner, else the session's user (CSRF checked); else NotAuthenticated."""
+    """The API key's owner, else the session's user (CSRF checked); else NotAuthenticated.
+
+    As DRF does, `request.user` is the caller and `request.auth` the API key, if any
+    (`request_key` reads it, so the key's own limits apply).
+    """
     use_orm_threads()
     found = await in_orm_thread(APIKeyAuthentication().authenticate)(request)
     if found is not None:
+        request.user, request.auth = found  # type: ignore[attr-defined]
         return found[0]
     auser = getattr(request, "auser", None)
     user = await auser() if auser is not None else None
     if user is None or not user.is_authenticated or not user.is_active:
         raise exceptions.NotAuthenticated()
     SessionAuthentication().enforce_csrf(request)  # type: ignore[arg-type]
+    request.user, request.auth = user, None  # type: ignore[attr-defined]
     return user
 
 
-async def _reserve(user: Any, arguments: dict[str, Any]) -> calls.AsyncMeteredCall:
+async def _reserve(user: Any, key: Any, arguments: dict[str, Any]) -> calls.AsyncMeteredCall:
     """`areserve`; a reservation the cancelled request no longer wants is given back."""
-    metered = calls.areserve(user, **arguments)
+    metered = calls.areserve(user, key=key, **arguments)
     task = _to_the_end(metered.__aenter__())
     try:
         await asyncio.shield(task)
@@ -124,17 +129,20 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     try:
         user = await _caller(request)
         chat = parse_chat_request(parse_body(read_body(request)))
-        metered = await _reserve(user, calls.reserve_arguments(chat.params))
+        key = getattr(request, "auth", None)
+        metered = await _reserve(user, key, calls.reserve_arguments(chat.params))
     except (QuotaError, exceptions.APIException) as exc:
         return _refusal(exc, request)
     call = metered.call
     setattr(request, DECISION_ATTR, call.decision)
+    setattr(request, LIMITS_ATTR, call.quota.named_limits())
     headers = {DOWNGRADE_HEADER: call.requested_model} if call.downgraded else {}
     forward = call.provider_request(chat.params)
     if chat.stream:
         return await _stream(request, forward, metered, headers)
+    started = time.monotonic()
     try:
-        reply = await upstream.achat(forward)
+        reply = await upstream.achat(forward, call.served.provider)
     except UPSTREAM_ERRORS as exc:
         await _to_the_end(metered.refund())
         return await _provider_failed(request, exc, call.model)
@@ -142,14 +150,22 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         await _to_the_end(metered.settle(completion_text=""))  # the prompt was sent
         raise
     usage = reply.get("usage")
-    await _to_the_end(metered.settle(usage, completion_text=_completion_text(reply)))
+    used = await _to_the_end(metered.settle(usage, completion_text=_completion_text(reply)))
     reply["model"] = call.model
+    logger.info(
+        "quotas: user %s model %s tokens %s+%s in %.0f ms",
+        call.user_id,
+        call.model,
+        used.prompt_tokens,
+        used.completion_tokens,
+        (time.monotonic() - started) * 1000,
+    )
     return _finish(request, JsonResponse(reply, headers=headers))
 
 
 async def _provider_failed(request: HttpRequest, exc: Exception, model: str) -> HttpResponse:
     # A provider 429 records its backoff in Redis: in a worker thread.
-    return _finish(request, _json(await in_orm_thread(_upstream_error)(exc, model)))
+    return _finish(request, _json(await in_orm_thread(upstream_error)(exc, model)))
 
 
 async def _stream(
@@ -195,7 +211,7 @@ class AsyncStreamSettlement:
 
     async def connect(self, params: dict[str, Any]) -> None:
         """Open the provider stream and read its first chunk (refusals raise here)."""
-        self.provider = await upstream.achat_stream(params)
+        self.provider = await upstream.achat_stream(params, self.metered.call.served.provider)
         self.chunks = aiter(self.provider)
         self.first = await anext(self.chunks, None)
 
@@ -258,30 +274,30 @@ class AsyncStreamSettlement:
             async_to_sync(self.finish)()
 
 
-# the reading endpoints ---------------------------------------------------------------
-
-
-def _throttled(request: HttpRequest) -> None:
-    """The caller's request limits, as `TierRateThrottle` applies them to the DRF views."""
-    throttle = TierRateThrottle()
-    if not throttle.allow_request(request, None):
-        raise exceptions.Throttled(throttle.wait())
+# the reading endpoints: they charge none of the caller's limits -----------------------
 
 
 def _models(request: HttpRequest) -> HttpResponse:
-    _throttled(request)
-    return JsonResponse(models_list(request.user))
+    quota = caller_quota(request)
+    names = caller_models(quota, policy.model_catalogue())
+    try:
+        headers = usage_headers(read_usage(request.user, quota), quota)
+    except CountersUnavailable:  # the list does not need the counters
+        headers = {}
+    body = {"object": "list", "data": [model_object(name) for name in names]}
+    return JsonResponse(body, headers=headers)
 
 
 def _quota(request: HttpRequest) -> HttpResponse:
-    _throttled(request)
-    quota = policy.quota_for_user(request.user)
+    quota = caller_quota(request)
     try:
-        decision = service.usage(request.user.pk, quota)  # type: ignore[arg-type]
+        decision = read_usage(request.user, quota)
     except CountersUnavailable:
         return _json(counters_unavailable())
-    headers = {k: v for k, v in rate_limit_headers(decision).items() if k != "Retry-After"}
-    return JsonResponse(quota_report(quota, decision), headers=headers)
+    report = quota_report(quota, decision)
+    report["usage"]["today"].update(token_details(request.user.pk, decision.day))
+    report["usage"]["this_month"].update(token_details(request.user.pk, decision.month))
+    return JsonResponse(report, headers=usage_headers(decision, quota))
 
 
 async def _reading(
@@ -290,8 +306,8 @@ async def _reading(
     if request.method not in ("GET", "HEAD"):
         return _refusal(exceptions.MethodNotAllowed(str(request.method)), request)
     try:
-        request.user = await _caller(request)
-        # The quota, the catalogue and the request limits: short, in a worker thread.
+        await _caller(request)
+        # The quota, the catalogue and the usage: short, in a worker thread.
         response = await in_orm_thread(answer)(request)
     except (QuotaError, exceptions.APIException) as exc:
         return _refusal(exc, request)

@@ -8,23 +8,25 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, StreamingHttpResponse
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from .. import calls, policy, upstream
-from ..conf import conf
-from ..exceptions import InvalidRequest
-from ..services import service
-from ..throttling import DECISION_ATTR, TierRateThrottle
+from ..authentication import request_key
+from ..engine import CountersUnavailable
+from ..throttling import DECISION_ATTR, LIMITS_ATTR
 from .chat_input import parse_body, parse_chat_request
-from .errors import error_body, error_response
-from .views import CallerAPIView
+from .errors import error_body
+from .forwarding import (
+    DOWNGRADE_HEADER,
+    UPSTREAM_ERRORS,
+    event_stream,
+    read_body,
+    upstream_error,
+)
+from .views import CallerAPIView, caller_quota, read_usage, usage_headers
 
 logger = logging.getLogger("quotas")
-
-DOWNGRADE_HEADER = "X-Quota-Downgraded-From"
 
 
 def _completion_text(reply: dict[str, Any]) -> str:
@@ -34,29 +36,6 @@ def _completion_text(reply: dict[str, Any]) -> str:
         if isinstance(message.get("content"), str):
             parts.append(message["content"])
     return "".join(parts)
-
-
-def _upstream_error(exc: Exception, model: str) -> Response:
-    if isinstance(exc, upstream.UpstreamNotConfigured):
-        return error_response(503, exc.message, "server_error", "provider_not_configured")
-    if isinstance(exc, upstream.UpstreamTimeout):
-        return error_response(504, "The model provider timed out.", "server_error", "timeout")
-    if isinstance(exc, upstream.UpstreamRateLimited):
-        wait = max(1, int(exc.retry_after or 1))
-        service.provider_backoff(model, float(wait))
-        return error_response(
-            503,
-            f"The model provider is rate limiting '{model}'. Retry after {wait} s.",
-            "server_error",
-            "upstream_rate_limited",
-            headers={"Retry-After": str(wait)},
-        )
-    return error_response(
-        502, f"The model provider failed: {exc}", "server_error", "upstream_error"
-    )
-
-
-UPSTREAM_ERRORS = (upstream.UpstreamTimeout, upstream.UpstreamRateLimited, upstream.UpstreamError)
 
 
 class StreamSettlement:
@@ -112,32 +91,6 @@ class StreamSettlement:
         self.call.settle(self.usage, completion_text="".join(self.delivered))
 
 
-class RequestTooLarge(InvalidRequest):
-    status = 413
-
-
-def read_body(request: Request | HttpRequest) -> bytes:
-    """The raw body, at most MAX_REQUEST_BYTES; a QuotaError-shaped 413 above that."""
-    raw = request._request if isinstance(request, Request) else request
-    limit = conf.MAX_REQUEST_BYTES
-    too_big = RequestTooLarge(
-        f"The request body is larger than {limit} bytes.", code="request_too_large"
-    )
-    try:
-        length = int(raw.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        length = 0
-    if length > limit:
-        raise too_big
-    try:
-        body = raw.body
-    except RequestDataTooBig:
-        raise too_big from None
-    if len(body) > limit:
-        raise too_big
-    return body
-
-
 class ChatCompletionsView(CallerAPIView):
     """OpenAI Chat Completions behind the caller's quota: reserve, call, settle."""
 
@@ -147,18 +100,21 @@ class ChatCompletionsView(CallerAPIView):
     def post(self, request: Request) -> Any:
         chat = parse_chat_request(parse_body(read_body(request)))
         body = chat.params
-        call = calls.reserve(request.user, **calls.reserve_arguments(body))
+        call = calls.reserve(
+            request.user, key=request_key(request), **calls.reserve_arguments(body)
+        )
         setattr(request._request, DECISION_ATTR, call.decision)
+        setattr(request._request, LIMITS_ATTR, call.quota.named_limits())
         headers = {DOWNGRADE_HEADER: call.requested_model} if call.downgraded else {}
         forward = call.provider_request(body)
         if chat.stream:
             return self._stream(forward, call, headers)
         started = time.monotonic()
         try:
-            reply = upstream.chat(forward)
+            reply = upstream.chat(forward, call.served.provider)
         except UPSTREAM_ERRORS as exc:
             call.refund()
-            return _upstream_error(exc, call.model)
+            return upstream_error(exc, call.model)
         used = call.settle(reply.get("usage"), completion_text=_completion_text(reply))
         reply["model"] = call.model
         logger.info(
@@ -178,43 +134,36 @@ class ChatCompletionsView(CallerAPIView):
         include_usage = bool(options.get("include_usage"))
         params["stream_options"] = {**options, "include_usage": True}
         try:
-            chunks = upstream.chat_stream(params)
+            chunks = upstream.chat_stream(params, call.served.provider)
             first = next(chunks, None)
         except UPSTREAM_ERRORS as exc:
             call.refund()
-            return _upstream_error(exc, call.model)
+            return upstream_error(exc, call.model)
 
         def replay() -> Iterator[dict[str, Any]]:
             if first is not None:
                 yield first
             yield from chunks
 
-        body = StreamSettlement(replay(), call, include_usage)
-        response = StreamingHttpResponse(body, content_type="text/event-stream")
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"
-        for name, value in headers.items():  # the rate-limit headers: finalize_response
-            response[name] = value
-        return response
+        return event_stream(StreamSettlement(replay(), call, include_usage), headers, self.request)
 
 
 class ModelsView(CallerAPIView):
-    """GET /v1/models: the models the caller's tier may use."""
+    """GET /v1/models: the models the caller's tier may use. Reading it charges nothing."""
 
-    throttle_classes = [TierRateThrottle]
+    throttle_classes: list[Any] = []
 
     def get(self, request: Request) -> Response:
-        return Response(models_list(request.user))
-
-
-def models_list(user: Any) -> dict[str, Any]:
-    """The body of GET /v1/models for `user`."""
-    quota = policy.quota_for_user(user)
-    catalogue = policy.model_catalogue()
-    names = [n for n in quota.allowed_models if n in catalogue] or sorted(catalogue)
-    created = int(time.time())
-    data = [
-        {"id": name, "object": "model", "created": created, "owned_by": "django-ai-quotas"}
-        for name in names
-    ]
-    return {"object": "list", "data": data}
+        quota = caller_quota(request)
+        catalogue = policy.model_catalogue()
+        names = [n for n in quota.allowed_models if n in catalogue] or sorted(catalogue)
+        created = int(time.time())
+        data = [
+            {"id": name, "object": "model", "created": created, "owned_by": "django-ai-quotas"}
+            for name in names
+        ]
+        try:
+            headers = usage_headers(read_usage(request.user, quota), quota)
+        except CountersUnavailable:  # the list does not need the counters
+            headers = {}
+        return Response({"object": "list", "data": data}, headers=headers)

@@ -8,10 +8,9 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from ..engine import Decision
+from ..engine import Decision, Limit, Usage
 from ..exceptions import QuotaError, QuotaExceeded
-from ..headers import rate_limit_headers
-from ..throttling import DECISION_ATTR
+from ..throttling import DECISION_ATTR, LIMITS_ATTR
 
 
 def error_body(
@@ -42,20 +41,11 @@ def counters_unavailable() -> Response:
     )
 
 
-def describe_denial(decision: Decision) -> tuple[str, str]:
-    """(code, message) for a denied decision: which limit ran out and when it resets."""
-    exc = QuotaExceeded.from_decision(decision)
-    return exc.code, exc.message
-
-
-def denial_response(decision: Decision) -> Response:
-    code, message = describe_denial(decision)
+def denial_response(decision: Decision, limits: tuple[Limit, ...] = ()) -> Response:
+    """429 for a request the throttle refused (it asks one request of every limit)."""
+    exc = QuotaExceeded.from_decision(decision, limits=limits, asked=Usage(requests=1))
     return error_response(
-        status.HTTP_429_TOO_MANY_REQUESTS,
-        message,
-        "insufficient_quota" if code == "insufficient_quota" else "requests",
-        code,
-        headers=rate_limit_headers(decision),
+        status.HTTP_429_TOO_MANY_REQUESTS, exc.message, exc.type, exc.code, headers=exc.headers()
     )
 
 
@@ -82,12 +72,15 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     request = context.get("request")
     if isinstance(exc, QuotaError):
         if isinstance(exc, QuotaExceeded) and request is not None:
-            setattr(getattr(request, "_request", request), DECISION_ATTR, exc.decision)
+            raw = getattr(request, "_request", request)
+            setattr(raw, DECISION_ATTR, exc.decision)
+            setattr(raw, LIMITS_ATTR, exc.limits)
         return quota_error_response(exc)
     if isinstance(exc, exceptions.Throttled) and request is not None:
-        decision = getattr(getattr(request, "_request", request), DECISION_ATTR, None)
+        raw = getattr(request, "_request", request)
+        decision = getattr(raw, DECISION_ATTR, None)
         if decision is not None and not decision.allowed:
-            return denial_response(decision)
+            return denial_response(decision, getattr(raw, LIMITS_ATTR, ()))
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

@@ -6,7 +6,7 @@ request and response bodies are described here, for documentation only.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiViewExtension
 from drf_spectacular.types import OpenApiTypes
@@ -28,23 +28,23 @@ class APIKeyScheme(OpenApiAuthenticationExtension):
         }
 
 
-class ErrorDetail(S.Serializer):
+class ErrorDetail(S.Serializer[dict[str, Any]]):
     message = S.CharField()
     type = S.CharField()
     param = S.CharField(allow_null=True)
     code = S.CharField(allow_null=True)
 
 
-class Error(S.Serializer):
+class Error(S.Serializer[dict[str, Any]]):
     error = ErrorDetail()
 
 
-class Message(S.Serializer):
+class Message(S.Serializer[dict[str, Any]]):
     role = S.ChoiceField(["system", "developer", "user", "assistant", "tool"])
     content = S.JSONField(help_text="A string, or a list of content parts.")
 
 
-class ChatRequest(S.Serializer):
+class ChatRequest(S.Serializer[dict[str, Any]]):
     model = S.CharField(required=False, help_text="Empty: the tier's default model.")
     messages = Message(many=True)
     max_tokens = S.IntegerField(required=False, help_text="Capped by the tier.")
@@ -55,19 +55,19 @@ class ChatRequest(S.Serializer):
     stream_options = S.JSONField(required=False)
 
 
-class Usage(S.Serializer):
+class Usage(S.Serializer[dict[str, Any]]):
     prompt_tokens = S.IntegerField()
     completion_tokens = S.IntegerField()
     total_tokens = S.IntegerField()
 
 
-class Choice(S.Serializer):
+class Choice(S.Serializer[dict[str, Any]]):
     index = S.IntegerField()
     message = Message()
     finish_reason = S.CharField(allow_null=True)
 
 
-class ChatCompletion(S.Serializer):
+class ChatCompletion(S.Serializer[dict[str, Any]]):
     id = S.CharField()
     object = S.CharField(default="chat.completion")
     created = S.IntegerField()
@@ -76,42 +76,52 @@ class ChatCompletion(S.Serializer):
     usage = Usage()
 
 
-class Model(S.Serializer):
+class Model(S.Serializer[dict[str, Any]]):
     id = S.CharField()
     object = S.CharField(default="model")
     created = S.IntegerField()
     owned_by = S.CharField()
 
 
-class ModelList(S.Serializer):
+class ModelList(S.Serializer[dict[str, Any]]):
     object = S.CharField(default="list")
-    data = Model(many=True)
+    data = Model(many=True)  # type: ignore[assignment]  # a field; the metaclass pops it
 
 
-class QuotaReport(S.Serializer):
+class QuotaReport(S.Serializer[dict[str, Any]]):
     object = S.CharField(default="quota")
     tier = S.DictField(help_text="slug and name")
     blocked = S.BooleanField()
     time_zone = S.CharField()
     limits = S.DictField(
         help_text="Per limit: limit, used, remaining, reset_seconds, resets_at "
-        "(spend in USD strings)."
+        "(a rate per minute with its burst; spend in USD strings)."
     )
     usage = S.DictField(help_text="today and this_month: period, requests, tokens, spend.")
     models = S.DictField(help_text="allowed, default, fallback, degrade_at_percent.")
 
 
-ERRORS = {
+READ_ERRORS = {
     401: OpenApiResponse(Error, description="Missing or wrong API key."),
-    403: OpenApiResponse(Error, description="The user's quota is blocked."),
-    429: OpenApiResponse(Error, description="A limit is reached; see Retry-After."),
+    403: OpenApiResponse(
+        Error, description="The user's quota is blocked, or no tier applies (no default tier)."
+    ),
     503: OpenApiResponse(Error, description="Quota counters unavailable."),
+}
+ERRORS = {
+    **READ_ERRORS,
+    429: OpenApiResponse(
+        Error,
+        description="A limit is reached; see Retry-After. A budget (insufficient_quota) "
+        "also says x-should-retry: false.",
+    ),
 }
 
 
-def _described(target: type, **methods: Any) -> type:
+def _described(target: str | type[object] | None, **methods: Any) -> type:
     """A subclass of `target` carrying the schema, leaving the served view untouched."""
-    return extend_schema_view(**methods)(type(target.__name__, (target,), {}))
+    view = cast(type, target)  # an extension's target_class, imported by drf-spectacular by now
+    return extend_schema_view(**methods)(type(view.__name__, (view,), {}))
 
 
 class ChatCompletionsSchema(OpenApiViewExtension):
@@ -141,7 +151,10 @@ class ModelsSchema(OpenApiViewExtension):
     target_class = "quotas.api.chat.ModelsView"
 
     def view_replacement(self) -> type:
-        get = extend_schema(summary="The models the caller's tier may use", responses=ModelList)
+        get = extend_schema(
+            summary="The models the caller's tier may use (charges no limit)",
+            responses={200: ModelList, **READ_ERRORS},
+        )
         return _described(self.target_class, get=get)
 
 
@@ -150,7 +163,78 @@ class QuotaSchema(OpenApiViewExtension):
 
     def view_replacement(self) -> type:
         get = extend_schema(
-            summary="The caller's limits, usage, remaining and reset times",
-            responses={200: QuotaReport, **ERRORS},
+            summary="The caller's limits, usage, remaining and reset times (charges no limit)",
+            responses={200: QuotaReport, **READ_ERRORS},
+        )
+        return _described(self.target_class, get=get)
+
+
+class ResponseRequest(S.Serializer[dict[str, Any]]):
+    model = S.CharField(required=False, help_text="Empty: the tier's default model.")
+    input = S.JSONField(help_text="A string, or a list of input items.")
+    instructions = S.CharField(required=False)
+    max_output_tokens = S.IntegerField(required=False, help_text="Capped by the tier.")
+    tools = S.JSONField(required=False, help_text="Counted in the reserved estimate.")
+    stream = S.BooleanField(required=False, default=False, help_text="The Responses events.")
+
+
+class EmbeddingRequest(S.Serializer[dict[str, Any]]):
+    model = S.CharField()
+    input = S.JSONField(help_text="A string, strings, a token array or token arrays.")
+    dimensions = S.IntegerField(required=False)
+    encoding_format = S.ChoiceField(["float", "base64"], required=False, default="float")
+
+
+PROVIDER_ERRORS = {
+    400: OpenApiResponse(Error, description="Invalid request or model not allowed."),
+    413: OpenApiResponse(Error, description="Body too large."),
+    502: OpenApiResponse(Error, description="The provider failed."),
+    504: OpenApiResponse(Error, description="The provider timed out."),
+    **ERRORS,
+}
+
+
+class ResponsesSchema(OpenApiViewExtension):
+    target_class = "quotas.api.responses.ResponsesView"
+
+    def view_replacement(self) -> type:
+        responses: dict[Any, Any] = {
+            200: OpenApiResponse(OpenApiTypes.OBJECT, description="A response object."),
+            (200, "text/event-stream"): OpenApiResponse(
+                OpenApiTypes.STR, description="With stream: the Responses events."
+            ),
+            **PROVIDER_ERRORS,
+        }
+        post = extend_schema(
+            summary="Create a model response (OpenAI Responses API)",
+            request=ResponseRequest,
+            responses=responses,
+        )
+        return _described(self.target_class, post=post)
+
+
+class EmbeddingsSchema(OpenApiViewExtension):
+    target_class = "quotas.api.embeddings.EmbeddingsView"
+
+    def view_replacement(self) -> type:
+        post = extend_schema(
+            summary="Create embeddings (OpenAI-compatible)",
+            request=EmbeddingRequest,
+            responses={
+                200: OpenApiResponse(OpenApiTypes.OBJECT, description="The embeddings."),
+                **PROVIDER_ERRORS,
+            },
+        )
+        return _described(self.target_class, post=post)
+
+
+class ModelSchema(OpenApiViewExtension):
+    target_class = "quotas.api.catalogue.ModelView"
+
+    def view_replacement(self) -> type:
+        get = extend_schema(
+            operation_id="v1_model_retrieve",
+            summary="One model the caller's tier may use",
+            responses={200: Model, 404: OpenApiResponse(Error, description="model_not_found")},
         )
         return _described(self.target_class, get=get)

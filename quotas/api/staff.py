@@ -2,47 +2,81 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any, TypeVar
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import ProtectedError
+from django.db.models import Model, ProtectedError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status, viewsets
-from rest_framework.authentication import SessionAuthentication
+from rest_framework.authentication import BaseAuthentication, SessionAuthentication
 from rest_framework.decorators import action
-from rest_framework.permissions import IsAdminUser
+from rest_framework.permissions import (
+    BasePermission,
+    IsAdminUser,
+    OperandHolder,
+    SingleOperandHolder,
+)
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle
 from rest_framework.validators import UniqueValidator
 
 from ..authentication import APIKeyAuthentication
-from ..models import LIMIT_FIELDS, AIModel, APIKey, Tier, UserQuota
-from ..policy import quota_for_user
+from ..ledger import team_usage
+from ..models import (
+    LAST_DEFAULT_DELETE,
+    LAST_DEFAULT_UNSET,
+    LIMIT_FIELDS,
+    AIModel,
+    APIKey,
+    Team,
+    Tier,
+    UserQuota,
+)
+from ..policy import key_over_owner, quota_for_user
 from .errors import error_response, exception_handler
+
+M = TypeVar("M", bound=Model)
 
 
 class StaffAccess:
     """Staff only; the staff tools do not spend the staff member's own AI quota."""
 
-    authentication_classes = [APIKeyAuthentication, SessionAuthentication]
-    permission_classes = [IsAdminUser]
-    throttle_classes: list[Any] = []
+    authentication_classes: Sequence[type[BaseAuthentication]] = [
+        APIKeyAuthentication,
+        SessionAuthentication,
+    ]
+    permission_classes: Sequence[type[BasePermission] | OperandHolder | SingleOperandHolder] = [
+        IsAdminUser
+    ]
+    throttle_classes: Sequence[type[BaseThrottle]] = []
 
     def get_exception_handler(self) -> Any:
         return exception_handler
 
 
-class StaffViewSet(StaffAccess, viewsets.GenericViewSet):
+class StaffViewSet(StaffAccess, viewsets.GenericViewSet[M]):
     pass
 
 
-def _model_field(**kwargs: Any) -> serializers.SlugRelatedField:
-    return serializers.SlugRelatedField(slug_field="name", queryset=AIModel.objects.all(), **kwargs)
+class SlugField(serializers.SlugRelatedField[Any]):
+    """A related row by its slug; a slug holding a NUL byte names none (no database error)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, str) and "\x00" in data:
+            self.fail("does_not_exist", slug_name=self.slug_field, value=data)
+        return super().to_internal_value(data)
 
 
-class TierSerializer(serializers.ModelSerializer):
+def _model_field(**kwargs: Any) -> SlugField:
+    return SlugField(slug_field="name", queryset=AIModel.objects.all(), **kwargs)
+
+
+class TierSerializer(serializers.ModelSerializer[Tier]):
     allowed_models = _model_field(many=True, required=False)
     default_model = _model_field(required=False, allow_null=True)
     fallback_model = _model_field(required=False, allow_null=True)
@@ -61,6 +95,8 @@ class TierSerializer(serializers.ModelSerializer):
         )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("is_default") is False and self.instance and self.instance.is_last_default():
+            raise serializers.ValidationError({"is_default": LAST_DEFAULT_UNSET})
         fields = [f for f in self.Meta.fields if f != "allowed_models"]
         merged = {f: getattr(self.instance, f) for f in fields if self.instance}
         merged.update(attrs)
@@ -76,7 +112,7 @@ class TierSerializer(serializers.ModelSerializer):
         return attrs
 
 
-class TierViewSet(StaffViewSet, viewsets.ModelViewSet):
+class TierViewSet(StaffViewSet[Tier], viewsets.ModelViewSet[Tier]):
     """Tiers: named sets of limits. Empty (null) limits are unlimited."""
 
     queryset = Tier.objects.prefetch_related("allowed_models").select_related(
@@ -86,6 +122,10 @@ class TierViewSet(StaffViewSet, viewsets.ModelViewSet):
     lookup_field = "slug"
 
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        if self.get_object().is_last_default():
+            return error_response(
+                409, LAST_DEFAULT_DELETE, "invalid_request_error", "default_tier_required"
+            )
         try:
             return super().destroy(request, *args, **kwargs)
         except ProtectedError:
@@ -97,7 +137,7 @@ class TierViewSet(StaffViewSet, viewsets.ModelViewSet):
             )
 
 
-class UserQuotaSerializer(serializers.ModelSerializer):
+class UserQuotaSerializer(serializers.ModelSerializer[UserQuota]):
     user = serializers.PrimaryKeyRelatedField(
         queryset=get_user_model().objects.all(),
         validators=[
@@ -105,14 +145,26 @@ class UserQuotaSerializer(serializers.ModelSerializer):
         ],
     )
     username = serializers.CharField(source="user.get_username", read_only=True)
-    tier = serializers.SlugRelatedField(
+    tier = SlugField(
         slug_field="slug", queryset=Tier.objects.all(), required=False, allow_null=True
+    )
+    team = SlugField(
+        slug_field="slug", queryset=Team.objects.all(), required=False, allow_null=True
     )
     effective = serializers.SerializerMethodField(help_text="The limits that apply, overrides in.")
 
     class Meta:
         model = UserQuota
-        fields = ("user", "username", "tier", "blocked", *LIMIT_FIELDS, "note", "effective")
+        fields = (
+            "user",
+            "username",
+            "tier",
+            "team",
+            "blocked",
+            *LIMIT_FIELDS,
+            "note",
+            "effective",
+        )
 
     def validate_user(self, user: Any) -> Any:
         if self.instance is not None and user != self.instance.user:
@@ -123,12 +175,13 @@ class UserQuotaSerializer(serializers.ModelSerializer):
     def get_effective(self, obj: UserQuota) -> dict[str, Any]:
         quota = quota_for_user(obj.user)
         values = {name: getattr(quota, name) for name in LIMIT_FIELDS}
-        if values["spend_per_month"] is not None:
-            values["spend_per_month"] = str(values["spend_per_month"])
+        for name, value in values.items():
+            if isinstance(value, Decimal):  # spend limits, in USD as the API writes them
+                values[name] = str(value)
         return {"tier": quota.tier_slug or None, **values}
 
 
-class UserQuotaViewSet(StaffViewSet, viewsets.ModelViewSet):
+class UserQuotaViewSet(StaffViewSet[UserQuota], viewsets.ModelViewSet[UserQuota]):
     """Users' quotas: tier, per-field overrides (null: the tier's value) and blocks."""
 
     queryset = UserQuota.objects.select_related("user", "tier").order_by("user_id")
@@ -146,15 +199,56 @@ class UserQuotaViewSet(StaffViewSet, viewsets.ModelViewSet):
         return rows
 
 
-class APIKeySerializer(serializers.ModelSerializer):
+class TeamSerializer(serializers.ModelSerializer[Team]):
+    tier = SlugField(
+        slug_field="slug", queryset=Tier.objects.all(), required=False, allow_null=True
+    )
+    members = serializers.SerializerMethodField(help_text="Usernames of the team's members.")
+    usage = serializers.SerializerMethodField(help_text="The team's usage today and this month.")
+
+    class Meta:
+        model = Team
+        fields = ("slug", "name", "tier", "blocked", *LIMIT_FIELDS, "note", "members", "usage")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("requests_per_minute") == 0:
+            raise serializers.ValidationError(
+                {"requests_per_minute": "Must be at least 1, or null to use the tier's."}
+            )
+        return attrs
+
+    def get_members(self, team: Team) -> list[str]:
+        return [q.user.get_username() for q in team.members.all()]
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_usage(self, team: Team) -> dict[str, Any]:
+        return team_usage(team.pk)
+
+
+class TeamViewSet(StaffViewSet[Team], viewsets.ModelViewSet[Team]):
+    """Teams: users sharing one budget. A member's call passes their limits and the team's."""
+
+    queryset = Team.objects.select_related("tier").prefetch_related("members__user")
+    serializer_class = TeamSerializer
+    lookup_field = "slug"
+
+
+class APIKeySerializer(serializers.ModelSerializer[APIKey]):
     user = serializers.PrimaryKeyRelatedField(queryset=get_user_model().objects.all())
     name = serializers.CharField(max_length=50, help_text="A free-form name for the key.")
     username = serializers.CharField(source="user.get_username", read_only=True)
     has_expired = serializers.BooleanField(read_only=True)
+    tier = SlugField(
+        slug_field="slug",
+        queryset=Tier.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="Limits of the key's own (none above its owner's); null: only the overrides.",
+    )
 
     class Meta:
         model = APIKey
-        fields = (
+        fields: tuple[str, ...] = (
             "prefix",
             "name",
             "user",
@@ -164,8 +258,19 @@ class APIKeySerializer(serializers.ModelSerializer):
             "last_used_at",
             "revoked",
             "has_expired",
+            "tier",
+            *LIMIT_FIELDS,
         )
         read_only_fields = ("prefix", "created", "last_used_at", "revoked")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        names = ("user", "tier", *LIMIT_FIELDS)
+        merged = {f: getattr(self.instance, f) for f in names} if self.instance else {}
+        merged.update({k: v for k, v in attrs.items() if k in names})
+        errors = key_over_owner(APIKey(**merged)) if merged.get("user") else {}
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
 
 
 class IssuedKeySerializer(APIKeySerializer):
@@ -176,7 +281,7 @@ class IssuedKeySerializer(APIKeySerializer):
 
 
 class APIKeyViewSet(
-    StaffViewSet,
+    StaffViewSet[APIKey],
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.CreateModelMixin,
@@ -201,6 +306,7 @@ class APIKeyViewSet(
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        api_key: Any  # an APIKey, carrying its clear key to this one response
         api_key, key = APIKey.objects.create_key(**serializer.validated_data)
         api_key.key = key
         return Response(IssuedKeySerializer(api_key).data, status=status.HTTP_201_CREATED)

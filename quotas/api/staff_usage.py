@@ -49,7 +49,7 @@ class CSVRenderer(BaseRenderer):
         return out.getvalue().encode(self.charset)
 
 
-class UsageQuery(serializers.Serializer):
+class UsageQuery(serializers.Serializer[dict[str, Any]]):
     user = serializers.IntegerField(required=False, min_value=1, help_text="A user id.")
     date_from = serializers.DateField(required=False, help_text="First day, inclusive.")
     date_to = serializers.DateField(required=False, help_text="Last day, inclusive.")
@@ -72,7 +72,7 @@ class UsageQuery(serializers.Serializer):
         return attrs
 
 
-class UsageRow(serializers.Serializer):
+class UsageRow(serializers.Serializer[dict[str, Any]]):
     day = serializers.DateField(required=False)
     user_id = serializers.IntegerField(required=False)
     username = serializers.CharField(required=False)
@@ -80,25 +80,37 @@ class UsageRow(serializers.Serializer):
     requests = serializers.IntegerField()
     prompt_tokens = serializers.IntegerField()
     completion_tokens = serializers.IntegerField()
+    cached_tokens = serializers.IntegerField(help_text="Of the prompt, served from cache.")
+    reasoning_tokens = serializers.IntegerField(help_text="Of the completion, reasoning.")
     total_tokens = serializers.IntegerField()
     cost = serializers.DecimalField(max_digits=20, decimal_places=6, help_text="USD.")
     denied = serializers.IntegerField(help_text="Requests refused by a limit.")
 
 
-class UsageReport(serializers.Serializer):
+class UsageReport(serializers.Serializer[dict[str, Any]]):
     totals = UsageRow()
     rows = UsageRow(many=True)
 
 
 def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    names = ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost", "denied")
+    names = (
+        "requests",
+        "prompt_tokens",
+        "completion_tokens",
+        "cached_tokens",
+        "reasoning_tokens",
+        "total_tokens",
+        "cost",
+        "denied",
+    )
     return {name: sum(row[name] for row in rows) for name in names}
 
 
 class UsageView(StaffAccess, APIView):
     """Settled usage from the ledger, summed per day (and per user or model if asked)."""
 
-    renderer_classes = [*api_settings.DEFAULT_RENDERER_CLASSES, CSVRenderer]
+    # api_settings imports the dotted paths: the stubs type the setting as strings.
+    renderer_classes = [*api_settings.DEFAULT_RENDERER_CLASSES, CSVRenderer]  # type: ignore[list-item]
 
     @extend_schema(
         parameters=[UsageQuery],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from django.http import HttpRequest
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import IsAuthenticated
@@ -13,12 +14,17 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import policy
-from ..authentication import APIKeyAuthentication
+from ..authentication import APIKeyAuthentication, request_key
 from ..conf import conf
+from ..denials import shown_limit
 from ..engine import CountersUnavailable, Decision
+from ..exceptions import NoTier, QuotaBlocked
 from ..headers import add_rate_limit_headers, rate_limit_headers
+from ..ledger import token_details
+from ..limit_kinds import kind_of
+from ..money import from_micros
 from ..services import service
-from ..throttling import DECISION_ATTR, TierRateThrottle
+from ..throttling import DECISION_ATTR, LIMITS_ATTR
 from .errors import counters_unavailable, exception_handler
 
 
@@ -29,7 +35,8 @@ class QuotaHeadersMixin:
         response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
         decision = getattr(request._request, DECISION_ATTR, None)
         if decision is not None:
-            add_rate_limit_headers(response, decision)
+            limits = getattr(request._request, LIMITS_ATTR, ())
+            add_rate_limit_headers(response, decision, limits)
         return response
 
 
@@ -44,15 +51,44 @@ class CallerAPIView(QuotaHeadersMixin, APIView):
         return exception_handler
 
 
+def caller_quota(request: Request | HttpRequest) -> policy.Quota:
+    """The caller's quota (with their key's limits); a blocked account (or team), or one
+    no tier applies to, is refused."""
+    quota = policy.quota_for_key(request.user, request_key(request))
+    if quota.blocked:
+        raise QuotaBlocked("This account's quota is blocked.")
+    if quota.no_tier:
+        raise NoTier()
+    return quota
+
+
+def read_usage(user: Any, quota: policy.Quota) -> Decision:
+    """Where the caller's limits stand, charging nothing; raises CountersUnavailable."""
+    return service.usage(user.pk, quota)
+
+
+REFUSAL_HEADERS = frozenset({"Retry-After", "retry-after-ms", "x-should-retry"})
+
+
+def usage_headers(decision: Decision, quota: policy.Quota) -> dict[str, str]:
+    """Every limit's headers, read without charging anything (so nothing was refused)."""
+    headers = rate_limit_headers(decision, quota.named_limits())
+    return {name: value for name, value in headers.items() if name not in REFUSAL_HEADERS}
+
+
 def _iso(now_us: int, after: float) -> str:
     moment = datetime.fromtimestamp(now_us / 1_000_000 + after, tz=UTC)
     return moment.isoformat().replace("+00:00", "Z")
 
 
 def quota_report(quota: policy.Quota, decision: Decision) -> dict[str, Any]:
-    """The caller's limits, usage, remaining and reset times."""
-    limits: dict[str, Any] = {}
+    """The caller's limits, usage, remaining and reset times; their team's and their key's
+    too, and which limit of any level is nearest to running out."""
+    levels: dict[str, dict[str, Any]] = {"": {}, "team": {}, "key": {}}
+    nearest: tuple[float, str, str] | None = None
+    policy_limits = quota.named_limits()
     for state in decision.states:
+        level, _, name = state.name.rpartition(".")
         entry: dict[str, Any] = {
             "limit": state.limit,
             "used": state.used,
@@ -60,20 +96,25 @@ def quota_report(quota: policy.Quota, decision: Decision) -> dict[str, Any]:
             "reset_seconds": round(state.reset_after, 3),
             "resets_at": _iso(decision.now_us, state.reset_after),
         }
-        if state.code == "rr":
-            entry["per_minute"] = quota.requests_per_minute
-            entry["burst"] = state.limit
-        if state.code[1] == "s":
+        kind = kind_of(name, state.code)
+        if kind.period == "rate":  # the rate as set, per minute, and how many at once
+            entry.update(limit=shown_limit(state, policy_limits), burst=state.limit)
+            entry["per_minute"] = entry["limit"]
+        if kind.is_money:
             entry.update(
-                limit=str(policy.from_micros(state.limit)),
-                used=str(policy.from_micros(state.used)),
-                remaining=str(policy.from_micros(state.remaining)),
+                limit=str(from_micros(state.limit)),
+                used=str(from_micros(state.used)),
+                remaining=str(from_micros(state.remaining)),
                 currency="USD",
             )
-        if state.code == "cc":
+        if kind.period == "in_flight":
             entry.pop("reset_seconds")
             entry.pop("resets_at")
-        limits[state.name] = entry
+        levels.setdefault(level, {})[name] = entry
+        share = 1.0 if state.limit == 0 else state.used / state.limit
+        if nearest is None or share > nearest[0]:
+            nearest = (share, level or "user", name)
+    limits = levels[""]
     if quota.max_tokens_per_request is not None:
         limits["max_tokens_per_request"] = {"limit": quota.max_tokens_per_request}
 
@@ -82,10 +123,10 @@ def quota_report(quota: policy.Quota, decision: Decision) -> dict[str, Any]:
             "period": window.label if window else None,
             "requests": u.requests,
             "tokens": u.tokens,
-            "spend": str(policy.from_micros(u.spend)),
+            "spend": str(from_micros(u.spend)),
         }
 
-    return {
+    report: dict[str, Any] = {
         "object": "quota",
         "tier": {"slug": quota.tier_slug, "name": quota.tier_name},
         "blocked": quota.blocked,
@@ -102,22 +143,37 @@ def quota_report(quota: policy.Quota, decision: Decision) -> dict[str, Any]:
             "degrade_at_percent": quota.degrade_at_percent,
         },
     }
+    if quota.team is not None:
+        report["team"] = {"slug": quota.team_slug, "limits": levels["team"]}
+    if quota.key is not None:
+        report["key"] = {"limits": levels["key"]}
+    if nearest is not None:
+        report["nearest"] = {
+            "level": nearest[1],
+            "limit": nearest[2],
+            "percent_used": round(nearest[0] * 100, 1),
+        }
+    return report
 
 
 class QuotaView(CallerAPIView):
-    """GET /v1/quota: the caller's effective limits, usage, remaining and reset times."""
+    """GET /v1/quota: the caller's effective limits, usage, remaining and reset times.
 
-    throttle_classes = [TierRateThrottle]
+    Reading it charges none of the caller's limits.
+    """
+
+    throttle_classes: list[Any] = []
 
     def get(self, request: Request) -> Response:
-        quota = policy.quota_for_user(request.user)
+        quota = caller_quota(request)
         try:
-            decision = service.usage(request.user.pk, quota)
+            decision = read_usage(request.user, quota)
         except CountersUnavailable:
             return counters_unavailable()
-        # Every limit's headers, the token budgets included (the throttle's cover requests only).
-        headers = {k: v for k, v in rate_limit_headers(decision).items() if k != "Retry-After"}
-        return Response(quota_report(quota, decision), headers=headers)
+        report = quota_report(quota, decision)
+        report["usage"]["today"].update(token_details(request.user.pk, decision.day))
+        report["usage"]["this_month"].update(token_details(request.user.pk, decision.month))
+        return Response(report, headers=usage_headers(decision, quota))
 
 
 @csrf_exempt

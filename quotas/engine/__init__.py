@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from .engine import CountersUnavailable, QuotaEngine, Seeder
-from .limits import Decision, Limit, LimitState, Policy, Reservation, Usage, Window
+from .limits import Decision, Level, Limit, LimitState, Policy, Reservation, Usage, Window
 from .store import connect, embedded
 from .windows import current_windows, windows_around
 
 __all__ = [
     "CountersUnavailable",
     "Decision",
+    "Level",
     "Limit",
     "LimitState",
     "Policy",

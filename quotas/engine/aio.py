@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -13,13 +13,11 @@ from . import store
 from .engine import (
     DEFAULT_LEASE_SECONDS,
     EngineLayout,
-    ReserveStep,
     Seeder,
-    SeedStep,
     _lua,
     unavailable_on_error,
 )
-from .limits import Decision, Policy, Reservation, Usage, Window
+from .limits import Decision, Level, Policy, Reservation, Usage, Window
 
 MAX_CONNECTIONS = 100
 POOL_WAIT_SECONDS = 10.0
@@ -80,13 +78,14 @@ class AsyncQuotaEngine(EngineLayout):
         now: float | None = None,
         seeder: Seeder | None = None,
         watch: tuple[str, ...] = (),
+        levels: tuple[Level, ...] = (),
     ) -> Decision:
         """As `QuotaEngine.reserve`."""
         await self._ready()
         member = self._member(lease, requests, tokens, spend)
         watched = tuple(self.key(other, "hold") for other in watch)
         steps = self._steps(
-            subject, policy, "charge", member, requests, tokens, spend, lease_seconds, now
+            subject, policy, "charge", member, requests, tokens, spend, lease_seconds, now, levels
         )
         reply: Any = None
         while True:
@@ -95,15 +94,14 @@ class AsyncQuotaEngine(EngineLayout):
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
             if step[0] == "reserve":
-                _, keys, args = cast(ReserveStep, step)
-                reply = await self._call_reserve(keys, args, watched)
+                reply = await self._call_reserve(step[1], step[2], watched)
             else:
-                _, window, now_us = cast(SeedStep, step)
+                _, each, window, now_us = step
                 if seeder is None:
                     usage = Usage()
                 else:
-                    usage = await asyncio.to_thread(seeder, subject, window)
-                await self.seed(subject, window, usage, now_us=now_us)
+                    usage = await asyncio.to_thread(seeder, each, window)
+                await self.seed(each, window, usage, now_us=now_us)
                 reply = None
 
     async def _call_reserve(

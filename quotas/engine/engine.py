@@ -8,11 +8,11 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from importlib import resources
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import redis
 
-from .limits import Decision, Limit, LimitState, Policy, Reservation, Usage, Window
+from .limits import Decision, Level, Limit, LimitState, Policy, Reservation, Usage, Window
 from .windows import current_windows
 
 # Given a subject and a missing window, the totals a durable ledger holds for it.
@@ -156,12 +156,20 @@ def _decision(
     held_ms: int | None,
     day: Window,
     month: Window,
+    levels: tuple[Level, ...] = (),
 ) -> Decision:
-    """The decision reserve.lua's reply stands for."""
+    """The decision reserve.lua's reply stands for (the first subject's, with its levels')."""
     status, denied, retry_us, now_us = values[:4]
     charged = status == 1 and mode == "charge"
     asks = {"r": requests, "t": tokens, "s": spend, "c": 1 if member else 0}
-    states = _states(plan, values, asks, charged and bool(member), charged, day, month)
+    leased = charged and bool(member)
+    states = list(_states(plan, values, asks, leased, charged, day, month))
+    names = [limit.name for limit in policy.limits]
+    for j, level in enumerate(levels, start=1):
+        reply = [*values[:4], *values[4 + 10 * j : 14 + 10 * j]]
+        for state in _states(_plan(level.policy), reply, asks, leased, charged, day, month):
+            states.append(state._replace(name=f"{level.name}.{state.name}"))
+        names += [f"{level.name}.{limit.name}" for limit in level.policy.limits]
     day_usage, month_usage = Usage(*values[4:7]), Usage(*values[7:10])
     if charged:
         if plan.uses_day:
@@ -181,8 +189,9 @@ def _decision(
             month=month,
             rates=plan.rates,
             member=member,
+            levels=tuple((level.subject, _plan(level.policy).rates) for level in levels),
         )
-    denied_by = policy.limits[denied - 1].name if denied else None
+    denied_by = names[denied - 1] if denied else None
     on_hold = status == 0 and not denied
     reasons: tuple[str, ...] = ()
     if not allowed:
@@ -196,7 +205,7 @@ def _decision(
         denied_by=denied_by,
         retry_after=retry_us / 1_000_000,
         now_us=now_us,
-        states=states,
+        states=tuple(states),
         reservation=reservation,
         day=day,
         month=month,
@@ -204,12 +213,13 @@ def _decision(
         day_usage=day_usage,
         month_usage=month_usage,
         watched_hold=None if held_ms is None else max(held_ms, 0) / 1000,
+        level_subjects={level.name: level.subject for level in levels},
     )
 
 
 # What a decision asks of Redis: reserve.lua's keys and arguments, or seeding a window.
-ReserveStep = tuple[str, list[str], list[Any]]
-SeedStep = tuple[str, Window, int]
+ReserveStep = tuple[Literal["reserve"], list[str], list[Any]]
+SeedStep = tuple[Literal["seed"], str, Window, int]  # subject, window, now
 
 
 class EngineLayout:
@@ -222,6 +232,11 @@ class EngineLayout:
     prefix: str
 
     def key(self, subject: str, suffix: str) -> str:
+        """A subject's key. Its hash tag is the subject, or for "tag/name" (a team's member,
+        a user's key) the part before the slash: decided together, in one cluster slot."""
+        tag, slash, name = subject.partition("/")
+        if slash:
+            return f"{self.prefix}:{{{tag}}}/{name}:{suffix}"
         return f"{self.prefix}:{{{subject}}}:{suffix}"
 
     def window_key(self, subject: str, window: Window) -> str:
@@ -236,24 +251,18 @@ class EngineLayout:
         self, r: Reservation, tokens: int, spend: int, requests: int | None
     ) -> tuple[list[str], list[Any]]:
         used_requests = r.requests if requests is None else requests
-        keys = [
-            self.key(r.subject, "rate"),
-            self.key(r.subject, "lease"),
-            self.window_key(r.subject, r.day),
-            self.window_key(r.subject, r.month),
-        ]
-        args: list[Any] = [
-            r.member,
-            r.requests,
-            r.tokens,
-            r.spend,
-            used_requests,
-            tokens,
-            spend,
-            len(r.rates),
-        ]
-        for field, interval in r.rates:
-            args += [field, interval]
+        keys: list[str] = []
+        args: list[Any] = [r.member, r.requests, r.tokens, r.spend, used_requests, tokens, spend]
+        for subject, rates in ((r.subject, r.rates), *r.levels):
+            keys += [
+                self.key(subject, "rate"),
+                self.key(subject, "lease"),
+                self.window_key(subject, r.day),
+                self.window_key(subject, r.month),
+            ]
+            args.append(len(rates))
+            for field, interval in rates:
+                args += [field, interval]
         return keys, args
 
     def _seed_call(
@@ -276,9 +285,13 @@ class EngineLayout:
         spend: int,
         lease_seconds: float,
         now: float | None,
+        levels: tuple[Level, ...] = (),
     ) -> Generator[ReserveStep | SeedStep, Any, Decision]:
         """One decision: yields ("reserve", keys, args) to receive (reply, held_ms), and
-        ("seed", window, now_us) for each window missing from Redis."""
+        ("seed", subject, window, now_us) for each window missing from Redis.
+
+        The `levels` are decided in the same script call, all or nothing: their keys must
+        share the first subject's hash tag (see `key`)."""
         clock_us = int((time.time() if now is None else now) * 1_000_000)
         day, month = current_windows(clock_us, policy.time_zone)
         head = [
@@ -293,27 +306,29 @@ class EngineLayout:
             int(policy.rehydrate),
         ]
         plan = _plan(policy)
-        tail = [WINDOW_GRACE_US, plan.arg]
-        rate_key, lease_key = self.key(subject, "rate"), self.key(subject, "lease")
-        hold_key = self.key(subject, "hold")
+        subjects = (subject, *(level.subject for level in levels))
+        tail = [WINDOW_GRACE_US, plan.arg, *(_plan(level.policy).arg for level in levels)]
 
         for _attempt in range(4):
-            keys = [
-                rate_key,
-                lease_key,
-                self.window_key(subject, day),
-                self.window_key(subject, month),
-                hold_key,
-            ]
+            keys: list[str] = []
+            for each in subjects:
+                keys += [
+                    self.key(each, "rate"),
+                    self.key(each, "lease"),
+                    self.window_key(each, day),
+                    self.window_key(each, month),
+                    self.key(each, "hold"),
+                ]
             args = [*head, day.start_us, day.end_us, month.start_us, month.end_us, *tail]
             values, held_ms = yield ("reserve", keys, args)
             status, now_us = values[0], values[3]
             if status == -2:  # this server's clock is off: take the windows by Redis's
                 day, month = current_windows(now_us, policy.time_zone)
             elif status == -1:
-                for missing, window in ((values[4], day), (values[5], month)):
-                    if missing:
-                        yield ("seed", window, now_us)
+                for j, each in enumerate(subjects):
+                    for missing, window in ((values[4 + 2 * j], day), (values[5 + 2 * j], month)):
+                        if missing:
+                            yield ("seed", each, window, now_us)
             else:
                 break
         else:  # pragma: no cover - a window seeded over and over vanished each time
@@ -331,6 +346,7 @@ class EngineLayout:
             held_ms,
             day,
             month,
+            levels,
         )
 
 
@@ -383,8 +399,12 @@ class QuotaEngine(EngineLayout):
         now: float | None = None,
         seeder: Seeder | None = None,
         watch: tuple[str, ...] = (),
+        levels: tuple[Level, ...] = (),
     ) -> Decision:
         """Charge `requests`, `tokens` and `spend` (micro-USD) against every limit, or nothing.
+
+        The `levels` (a team, a key) are checked and charged with the subject, all or
+        nothing, in the same script call.
 
         With `lease`, the reservation holds a concurrency slot until settled or refunded,
         or until `lease_seconds` pass. `now` (seconds) replaces Redis's clock, for tests.
@@ -404,6 +424,7 @@ class QuotaEngine(EngineLayout):
             now,
             seeder,
             tuple(self.key(other, "hold") for other in watch),
+            levels,
         )
 
     def peek(
@@ -413,9 +434,10 @@ class QuotaEngine(EngineLayout):
         *,
         now: float | None = None,
         seeder: Seeder | None = None,
+        levels: tuple[Level, ...] = (),
     ) -> Decision:
-        """Every limit's state without charging anything."""
-        return self._run(subject, policy, "peek", "", 0, 0, 0, 0, now, seeder, ())
+        """Every limit's state (the levels' too) without charging anything."""
+        return self._run(subject, policy, "peek", "", 0, 0, 0, 0, now, seeder, (), levels)
 
     def _run(
         self,
@@ -430,9 +452,10 @@ class QuotaEngine(EngineLayout):
         now: float | None,
         seeder: Seeder | None,
         watched: tuple[str, ...],
+        levels: tuple[Level, ...] = (),
     ) -> Decision:
         steps = self._steps(
-            subject, policy, mode, member, requests, tokens, spend, lease_seconds, now
+            subject, policy, mode, member, requests, tokens, spend, lease_seconds, now, levels
         )
         reply: Any = None
         while True:
@@ -444,9 +467,9 @@ class QuotaEngine(EngineLayout):
                 with unavailable_on_error():
                     reply = self._call_reserve(step[1], step[2], watched)
             else:
-                window, now_us = step[1], step[2]
-                usage = seeder(subject, window) if seeder else Usage()
-                self.seed(subject, window, usage, now_us=now_us)
+                _, each, window, now_us = step
+                usage = seeder(each, window) if seeder else Usage()
+                self.seed(each, window, usage, now_us=now_us)
                 reply = None
 
     def _call_reserve(
@@ -503,13 +526,6 @@ class QuotaEngine(EngineLayout):
         with unavailable_on_error():
             ms = int(self.client.pttl(self.key(subject, "hold")))
         return max(ms, 0) / 1000
-
-    def drop_windows(self, subject: str, windows: tuple[Window, ...]) -> int:
-        """Delete window counters so the next decision re-seeds them from the ledger."""
-        if not windows:
-            return 0
-        with unavailable_on_error():
-            return int(self.client.delete(*(self.window_key(subject, w) for w in windows)))
 
     # settlement -----------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 # A limit's code: its period ("r" rate, "d" day, "m" month, "c" concurrency) then the
@@ -128,6 +128,16 @@ class LimitState(NamedTuple):
     reset_after: float  # seconds until the window ends or the bucket is full again
 
 
+class Level(NamedTuple):
+    """Another subject decided with the first, all or nothing (a user's team, their key).
+
+    Its limit states are named `name.limit` ("team.tokens_per_day")."""
+
+    name: str
+    subject: str
+    policy: Policy
+
+
 @dataclass(frozen=True)
 class Reservation:
     """What a granted reservation holds, to settle or refund later."""
@@ -141,6 +151,8 @@ class Reservation:
     month: Window
     rates: tuple[tuple[str, float], ...] = ()  # (resource field, emission interval in us)
     member: str = ""  # its entry in the subject's lease set; "" if it took none
+    # The other subjects charged in the same decision (a team, a key), with their rates.
+    levels: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -160,6 +172,8 @@ class Decision:
     month_usage: Usage = Usage()
     # Seconds left of the longest hold on a watched subject; None: they could not be read.
     watched_hold: float | None = 0.0
+    # The subjects of the levels decided with the first, by level name ("team": "t:5").
+    level_subjects: dict[str, str] = field(default_factory=dict)
 
     def state(self, code: str) -> LimitState | None:
         for state in self.states:

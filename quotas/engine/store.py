@@ -37,7 +37,8 @@ def connect(url: str | None) -> Any:
         try:
             return RedisCluster.from_url(f"{plain}://{rest}", **options)
         except (RedisClusterException, redis.ConnectionError, redis.TimeoutError) as exc:
-            raise ClusterUnreachable(str(exc)) from exc
+            # redis-py 7 (which the bench extra installs) leaves this __init__ unannotated.
+            raise ClusterUnreachable(str(exc)) from exc  # type: ignore[no-untyped-call, unused-ignore]
     if scheme in ("redis", "rediss", "unix"):
         return redis.Redis.from_url(url, **options)
     raise ValueError(

@@ -8,8 +8,11 @@ import json
 from typing import Any
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.test import AsyncClient
 
+from quotas import policy
+from quotas.models import APIKey, LevelUsage, Team, Tier, UserQuota
 from quotas.tokens import count_prompt_tokens, count_text_tokens
 from tests.event_loop import run_in_fresh_loop
 
@@ -71,7 +74,7 @@ def test_a_completion_is_settled_to_its_usage_with_the_rate_limit_headers(make_c
     reply = response.json()
     assert reply["model"] == "gpt-4o"
     assert reply["choices"][0]["message"]["content"].startswith("[mock]")
-    assert response["x-ratelimit-limit-requests"] == "10"
+    assert response["x-ratelimit-limit-requests"] == "60"  # per minute, as set
     assert ledger(caller.user) == {
         "requests": 1,
         "prompt": reply["usage"]["prompt_tokens"],
@@ -110,6 +113,101 @@ def test_errors_are_shaped_like_openais(make_caller) -> None:
     assert over.json()["error"]["code"] == "insufficient_quota"
     assert int(over["Retry-After"]) >= 1
     assert over["x-ratelimit-remaining-requests"] == "0"
+
+
+def test_a_keys_own_limits_and_the_teams_apply(make_caller, mock) -> None:
+    caller = make_caller(tokens_per_day=10_000)
+    capped, secret = APIKey.objects.create_key(user=caller.user, name="ci", tokens_per_day=80)
+    team_tier = Tier.objects.create(slug="team-tier", name="Team", tokens_per_day=120)
+    team = Team.objects.create(name="Acme", slug="acme", tier=team_tier)
+    UserQuota.objects.filter(user=caller.user).update(team=team)
+    policy.invalidate()
+
+    async def run() -> dict[str, Any]:
+        ci, own = KeyClient(secret), client_of(caller)
+        return {
+            "ci": await post(ci, max_tokens=30),
+            "ci over its key": await post(ci, max_tokens=60),
+            "own over the team": await post(own, max_tokens=200),
+            "ci quota": (await ci.get("/v1/quota")).json(),
+        }
+
+    answers = run_in_fresh_loop(run())
+
+    assert answers["ci"].status_code == 200
+    refused = answers["ci over its key"]
+    assert refused.status_code == 429
+    assert "key.tokens_per_day" in refused.json()["error"]["message"]
+    assert refused.json()["error"]["code"] == "insufficient_quota"
+    assert refused["x-should-retry"] == "false"
+    assert int(refused["retry-after-ms"]) > 0
+    over_team = answers["own over the team"]
+    assert over_team.status_code == 429
+    assert "team.tokens_per_day" in over_team.json()["error"]["message"]
+    report = answers["ci quota"]
+    assert report["key"]["limits"]["tokens_per_day"]["limit"] == 80
+    assert report["team"]["limits"]["tokens_per_day"]["limit"] == 120
+    assert LevelUsage.objects.filter(level=f"k:{capped.pk}").exists()
+    assert LevelUsage.objects.filter(level=f"t:{team.pk}").exists()
+
+
+def test_a_rate_refusal_is_retryable_and_shown_per_minute(make_caller, mock) -> None:
+    caller = make_caller(requests_per_minute=6, burst=1)
+
+    async def run() -> Any:
+        client = client_of(caller)
+        await post(client, max_tokens=5)
+        return await post(client, max_tokens=5)
+
+    refused = run_in_fresh_loop(run())
+
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert "x-should-retry" not in refused
+    assert int(refused["retry-after-ms"]) > 0
+    assert refused["x-ratelimit-limit-requests"] == "6"
+
+
+def test_reading_the_models_and_the_quota_charges_nothing(make_caller, mock) -> None:
+    caller = make_caller(requests_per_day=1, requests_per_minute=60, burst=1)
+
+    async def run() -> tuple[list[Any], Any]:
+        client = client_of(caller)
+        reads = [await client.get(path) for path in ("/v1/models", "/v1/quota") * 3]
+        return reads, await post(client, max_tokens=5)
+
+    reads, call = run_in_fresh_loop(run())
+
+    assert [r.status_code for r in reads] == [200] * 6
+    assert reads[0].json()["data"][0]["id"] == "gpt-4o"
+    assert reads[0]["x-ratelimit-remaining-requests"] == "1"
+    assert "Retry-After" not in reads[0]
+    assert reads[1].json()["limits"]["requests_per_day"]["used"] == 0
+    assert call.status_code == 200
+    assert ledger(caller.user)["requests"] == 1
+
+
+@pytest.mark.parametrize("path", [URL, "/v1/models", "/v1/quota"])
+def test_blocked_and_tierless_callers_are_refused(make_caller, catalogue, mock, path) -> None:
+    blocked = make_caller("bo", blocked=True)
+    nobody = get_user_model().objects.create_user("nobody")
+    _, nobodys_key = APIKey.objects.create_key(user=nobody, name="test")
+    Tier.objects.update(is_default=False)
+
+    async def ask(client: AsyncClient) -> Any:
+        return await post(client, max_tokens=5) if path == URL else await client.get(path)
+
+    async def run() -> tuple[Any, Any]:
+        return await ask(client_of(blocked)), await ask(KeyClient(nobodys_key))
+
+    was_blocked, tierless = run_in_fresh_loop(run())
+
+    assert was_blocked.status_code == 403
+    assert was_blocked.json()["error"]["code"] == "blocked"
+    assert tierless.status_code == 403
+    assert tierless.json()["error"]["code"] == "no_tier"
+    assert "no default tier" in tierless.json()["error"]["message"]
+    assert mock.calls == 0
 
 
 def test_a_session_needs_the_csrf_token_to_post(make_caller) -> None:

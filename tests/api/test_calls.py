@@ -296,3 +296,51 @@ def test_areserve_with_redis_down_uses_the_ledger_or_refuses(make_caller, settin
     with pytest.raises(quotas.QuotaUnavailable):
         run_in_fresh_loop(once())
     assert ledger(caller.user)["requests"] == 1
+
+
+def test_cached_and_reasoning_tokens_are_kept_and_cached_tokens_priced_at_their_rate(
+    make_caller, catalogue
+) -> None:
+    from decimal import Decimal
+
+    from quotas.models import UsageRecord
+
+    catalogue["gpt-4o"].cached_input_price_per_million = Decimal("1.25")
+    catalogue["gpt-4o"].save()
+    catalogue["gpt-4o-mini"].cached_input_price_per_million = None  # the input price
+    catalogue["gpt-4o-mini"].save()
+    caller = make_caller()
+    usage = {
+        "prompt_tokens": 2000,
+        "completion_tokens": 300,
+        "prompt_tokens_details": {"cached_tokens": 1536},
+        "completion_tokens_details": {"reasoning_tokens": 200},
+    }
+    for model in ("gpt-4o", "gpt-4o-mini"):
+        with quotas.reserve(caller.user, model=model, messages=HELLO) as call:
+            call.settle(usage)
+
+    rows = {r.model: r for r in UsageRecord.objects.filter(user=caller.user)}
+    assert (rows["gpt-4o"].cached_tokens, rows["gpt-4o"].reasoning_tokens) == (1536, 200)
+    # gpt-4o: 464 x $2.50 + 1536 x $1.25 + 300 x $10.00 per million
+    assert rows["gpt-4o"].cost == Decimal("0.006080")
+    # gpt-4o-mini, no cached price: 2000 x $0.15 + 300 x $0.60 per million
+    assert rows["gpt-4o-mini"].cost == Decimal("0.000480")
+
+
+def test_reported_parts_never_exceed_their_whole(make_caller) -> None:
+    from quotas.models import UsageRecord
+
+    caller = make_caller()
+    with quotas.reserve(caller.user, messages=HELLO) as call:
+        call.settle(
+            {
+                "input_tokens": 10,
+                "output_tokens": 4,
+                "input_tokens_details": {"cached_tokens": 99},
+                "output_tokens_details": {"reasoning_tokens": 99},
+            }
+        )
+
+    row = UsageRecord.objects.get(user=caller.user)
+    assert (row.cached_tokens, row.reasoning_tokens) == (10, 4)

@@ -118,6 +118,56 @@ def test_sdk_insufficient_quota_when_the_day_budget_is_used_up(make_caller, sdk,
     assert mock.calls == 0
 
 
+@pytest.fixture
+def retrying_sdk(live_server):
+    """The official SDK as most callers run it: it retries what it deems retryable."""
+    clients: list[openai.OpenAI] = []
+
+    def make(caller) -> openai.OpenAI:
+        client = openai.OpenAI(
+            base_url=f"{live_server.url}/v1", api_key=caller.key, max_retries=2, timeout=20
+        )
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+@live
+def test_sdk_does_not_retry_a_budget_429(make_caller, retrying_sdk, mock) -> None:
+    caller = make_caller(tokens_per_day=500)
+    UsageRecord.add(caller.user.pk, today(), "gpt-4o-mini", requests=9, prompt_tokens=480)
+
+    with pytest.raises(openai.RateLimitError) as denied:
+        retrying_sdk(caller).chat.completions.create(
+            model="gpt-4o-mini", messages=HELLO, max_tokens=30
+        )
+
+    assert ledger(caller.user)["denied"] == 1  # one request reached the server
+    error = denied.value
+    assert error.code == "insufficient_quota"
+    assert error.response.headers["x-should-retry"] == "false"
+    assert "20 tokens left" in error.message
+    assert f"It resets at 00:00 {conf.TIME_ZONE}, in " in error.message
+
+
+@live
+def test_sdk_retries_a_rate_429_and_gets_through(make_caller, retrying_sdk, mock) -> None:
+    caller = make_caller(requests_per_minute=30, burst=1)  # one every 2 s
+    client = retrying_sdk(caller)
+    client.chat.completions.create(model="gpt-4o-mini", messages=HELLO, max_tokens=5)
+
+    reply = client.chat.completions.create(model="gpt-4o-mini", messages=HELLO, max_tokens=5)
+
+    assert reply.choices[0].message.content
+    book = ledger(caller.user)
+    assert book["requests"] == 2
+    assert book["denied"] >= 1  # refused first, then retried by the SDK
+    assert mock.calls == 2
+
+
 # a day budget under concurrency ------------------------------------------------------------
 
 
@@ -208,6 +258,18 @@ def test_model_and_max_tokens_default_to_the_tiers(make_caller, mock) -> None:
     assert response.json()["model"] == "gpt-4o"
     assert mock.last_request["model"] == "gpt-4o"
     assert mock.last_request["max_tokens"] == 300  # DEFAULT_MAX_TOKENS, capped by the tier
+
+
+@pytest.mark.django_db
+def test_the_end_user_field_is_forwarded(make_caller, mock) -> None:
+    """OpenAI's `user` (the caller's own end-user id) is a request parameter like any other."""
+    caller = make_caller()
+
+    response = post(caller.client(), user="end-user-42")
+
+    assert response.status_code == 200
+    assert mock.last_request["user"] == "end-user-42"
+    assert ledger(caller.user)["requests"] == 1
 
 
 @pytest.mark.django_db

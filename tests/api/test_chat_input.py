@@ -6,7 +6,10 @@ import json
 from typing import Any
 
 import pytest
+from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
+
+from quotas.models import APIKey, Tier
 
 from .conftest import Caller, ledger
 
@@ -252,7 +255,23 @@ def test_blocked_user_is_a_403(make_caller, mock) -> None:
     assert ledger(caller.user)["requests"] == 0
 
 
-@pytest.mark.parametrize("path", ["/v1/embeddings", "/v1/chat/completion", "/v1/"])
+@pytest.mark.parametrize("path", [URL, "/v1/models", "/v1/models/gpt-4o", "/v1/quota"])
+def test_without_a_default_tier_a_caller_with_no_tier_is_a_403(catalogue, mock, path) -> None:
+    user = get_user_model().objects.create_user("nobody")  # no quota: the default tier's
+    _, key = APIKey.objects.create_key(user=user, name="test")
+    Tier.objects.update(is_default=False)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+
+    response = post(client, {"messages": HELLO}) if path == URL else client.get(path)
+
+    message = assert_error(response, 403, "permission_error", None, "no_tier")
+    assert "no default tier" in message
+    assert mock.calls == 0
+    assert ledger(user)["requests"] == 0
+
+
+@pytest.mark.parametrize("path", ["/v1/embeddings/", "/v1/chat/completion", "/v1/", "/v1"])
 def test_unknown_v1_path_is_a_404_in_json(caller, mock, path) -> None:
     response = caller.client().get(path)
 
@@ -353,4 +372,22 @@ def test_response_format_schemas_are_reserved(make_caller, mock) -> None:
     )
 
     assert_error(response, 400, "invalid_request_error", "messages", "context_length_exceeded")
+    assert mock.calls == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"modalities": ["text", "audio"], "audio": {"voice": "alloy"}}, "audio"),
+        ({"web_search_options": {}}, "web_search_options"),
+        ({"prediction": {"type": "content", "content": "draft"}}, "prediction"),
+        ({"store": True}, "store"),
+    ],
+)
+def test_parameters_that_change_the_bill_are_refused(make_caller, mock, extra, param) -> None:
+    caller = make_caller()
+
+    response = post(caller.client(), {"messages": HELLO, **extra})
+
+    assert_error(response, 400, "invalid_request_error", param, "unsupported_parameter")
     assert mock.calls == 0

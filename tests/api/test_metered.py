@@ -40,6 +40,18 @@ def test_a_completion_is_reserved_and_settled(provider, make_caller, mock) -> No
 
 
 @live
+def test_the_end_user_field_reaches_the_provider(provider, make_caller, mock) -> None:
+    caller = make_caller()
+    client = quotas.metered_openai(caller.user, **provider)
+
+    client.chat.completions.create(messages=HELLO, user="end-user-42")
+
+    assert mock.last_request["user"] == "end-user-42"
+    assert ledger(caller.user)["requests"] == 1
+    client.close()
+
+
+@live
 def test_over_quota_raises_without_calling_the_provider(provider, make_caller, mock) -> None:
     caller = make_caller(requests_per_day=1)
     client = quotas.metered_openai(caller.user, **provider)
@@ -104,3 +116,104 @@ def test_without_settings_it_talks_to_the_mock_provider(make_caller, mock) -> No
 
     assert reply.choices[0].message.content.startswith("[mock]")
     assert ledger(caller.user)["completion"] == reply.usage.completion_tokens > 0
+
+
+# responses and embeddings ---------------------------------------------------------------
+
+
+@pytest.fixture
+def embedder(catalogue):
+    from decimal import Decimal
+
+    from quotas.models import AIModel
+
+    catalogue["text-embedding-3-small"] = AIModel.objects.create(
+        name="text-embedding-3-small", input_price_per_million=Decimal(1)
+    )
+    return catalogue["text-embedding-3-small"]
+
+
+@live
+def test_a_response_is_reserved_and_settled(provider, make_caller, mock) -> None:
+    caller = make_caller(tokens_per_day=10_000, max_tokens_per_request=30)
+    client = quotas.metered_openai(caller.user, **provider)
+
+    reply = client.responses.create(input="Hello there")  # no model: the tier's default
+
+    assert reply.output_text.startswith("[mock] Reply to: Hello there")
+    assert mock.last_request["max_output_tokens"] == 30
+    used = ledger(caller.user, model="gpt-4o-mini")
+    assert (used["requests"], used["prompt"], used["completion"]) == (
+        1,
+        reply.usage.input_tokens,
+        reply.usage.output_tokens,
+    )
+    client.close()
+
+
+@live
+def test_a_response_stream_settles_from_response_completed(provider, make_caller, mock) -> None:
+    caller = make_caller(tokens_per_day=10_000)
+    client = quotas.metered_openai(caller.user, **provider)
+
+    events = list(client.responses.create(model="gpt-4o", input="Hi", stream=True))
+
+    assert events[-1].type == "response.completed"
+    usage = events[-1].response.usage
+    used = ledger(caller.user, model="gpt-4o")
+    assert (used["requests"], used["prompt"], used["completion"]) == (
+        1,
+        usage.input_tokens,
+        usage.output_tokens,
+    )
+    client.close()
+
+
+@live
+def test_embeddings_are_reserved_and_settled(provider, make_caller, embedder, mock) -> None:
+    caller = make_caller(allowed=("gpt-4o-mini", "text-embedding-3-small"), requests_per_day=1)
+    client = quotas.metered_openai(caller.user, **provider)
+
+    result = client.embeddings.create(model="text-embedding-3-small", input=[[1, 2, 3], [4]])
+    calls = mock.calls
+    with pytest.raises(quotas.QuotaExceeded):
+        client.embeddings.create(model="text-embedding-3-small", input="again")
+
+    assert len(result.data[0].embedding) == 1536  # base64 on the wire, floats here
+    assert mock.calls == calls
+    used = ledger(caller.user, model="text-embedding-3-small")
+    assert (used["requests"], used["prompt"], used["completion"], used["denied"]) == (1, 4, 0, 1)
+    client.close()
+
+
+@live
+def test_the_async_client_meters_responses_and_embeddings(
+    provider, make_caller, embedder, mock
+) -> None:
+    caller = make_caller(
+        allowed=("gpt-4o-mini", "text-embedding-3-small"), requests_per_day=3, tokens_per_day=10_000
+    )
+
+    async def run():
+        client = quotas.metered_async_openai(caller.user, **provider)
+        reply = await client.responses.create(input="Hi", max_output_tokens=6)
+        stream = await client.responses.create(input="Hi", max_output_tokens=4, stream=True)
+        events = [event async for event in stream]
+        vectors = await client.embeddings.create(model="text-embedding-3-small", input="Hi")
+        calls = mock.calls
+        with pytest.raises(quotas.QuotaExceeded):
+            await client.responses.create(input="Hi")
+        await client.close()
+        return reply, events, vectors, calls
+
+    reply, events, vectors, calls = run_in_fresh_loop(run())
+
+    assert reply.usage.output_tokens <= 6
+    assert events[-1].response.usage.output_tokens <= 4
+    assert mock.calls == calls
+    chat = ledger(caller.user, model="gpt-4o-mini")
+    assert chat["requests"] == 2
+    assert chat["completion"] == reply.usage.output_tokens + events[-1].response.usage.output_tokens
+    assert ledger(caller.user, model="text-embedding-3-small")["prompt"] == (
+        vectors.usage.prompt_tokens
+    )

@@ -95,6 +95,14 @@ class TestTiers:
         assert error["param"] == "default_model"
         assert "gpt-4o is not one of this tier's allowed models." in error["message"]
 
+    @pytest.mark.parametrize("field", ["allowed_models", "default_model", "fallback_model"])
+    def test_a_model_name_holding_a_nul_byte_is_a_400(self, staff, catalogue, field):
+        name = "gpt-4o\x00"
+        body = {"slug": "t", "name": "T", field: [name] if field == "allowed_models" else name}
+        response = staff.post("/api/tiers/", body, format="json")
+        assert response.status_code == 400
+        assert response.json()["error"]["param"] == field
+
     def test_changing_allowed_models_keeps_the_rule(self, staff, catalogue):
         tier = Tier.objects.create(slug="t", name="T", default_model=catalogue["gpt-4o"])
         response = staff.patch("/api/tiers/t/", {"allowed_models": ["gpt-4o-mini"]}, format="json")
@@ -115,6 +123,26 @@ class TestTiers:
         assert response.status_code == 409
         assert response.json()["error"]["code"] == "tier_in_use"
 
+    def test_the_default_tier_is_not_deleted(self, staff):
+        response = staff.delete("/api/tiers/default/")
+        assert response.status_code == 409
+        error = response.json()["error"]
+        assert error["code"] == "default_tier_required"
+        assert "Make another tier the default first" in error["message"]
+        assert Tier.objects.filter(slug="default", is_default=True).exists()
+
+    def test_the_default_tier_stays_default_until_another_is(self, staff):
+        response = staff.patch("/api/tiers/default/", {"is_default": False}, format="json")
+        assert response.status_code == 400
+        assert response.json()["error"]["param"] == "is_default"
+        assert Tier.objects.get(slug="default").is_default
+
+        Tier.objects.create(slug="pro", name="Pro")
+        made = staff.patch("/api/tiers/pro/", {"is_default": True}, format="json")
+        assert made.status_code == 200
+        assert not Tier.objects.get(slug="default").is_default
+        assert staff.delete("/api/tiers/default/").status_code == 204
+
 
 class TestUserQuotas:
     def test_create_override_and_see_the_effect(self, staff, ada):
@@ -132,6 +160,21 @@ class TestUserQuotas:
         assert blocked.json()["blocked"] is True
         assert staff.get("/api/quotas/", {"blocked": "true"}).json()[0]["username"] == "ada"
         assert staff.get("/api/quotas/", {"tier": "free"}).json() == []
+
+    @pytest.mark.parametrize(
+        ("url", "field"),
+        [
+            ("/api/quotas/", "tier"),
+            ("/api/quotas/", "team"),
+            ("/api/teams/", "tier"),
+            ("/api/keys/", "tier"),
+        ],
+    )
+    def test_a_slug_holding_a_nul_byte_is_a_400(self, staff, ada, url, field):
+        body = {"user": ada.pk, "slug": "t", "name": "T", field: "a\x00b"}
+        response = staff.post(url, body, format="json")
+        assert response.status_code == 400
+        assert response.json()["error"]["param"] == field
 
     def test_one_quota_per_user(self, staff, ada):
         UserQuota.objects.create(user=ada)
@@ -212,6 +255,8 @@ class TestUsage:
             "requests": 10,
             "prompt_tokens": 450,
             "completion_tokens": 89,
+            "cached_tokens": 0,
+            "reasoning_tokens": 0,
             "total_tokens": 539,
             "cost": "0.030500",
             "denied": 3,
@@ -220,6 +265,15 @@ class TestUsage:
             ("2026-03-02", 7, 374),
             ("2026-03-01", 3, 165),
         ]
+
+    def test_cached_and_reasoning_tokens_are_summed(self, staff, ada, ledger):
+        UsageRecord.objects.filter(user=ada, model="gpt-4o").update(
+            cached_tokens=40, reasoning_tokens=7
+        )
+        body = staff.get("/api/usage/", {"group_by": "model"}).json()
+        assert (body["totals"]["cached_tokens"], body["totals"]["reasoning_tokens"]) == (80, 14)
+        by_model = {r["model"]: (r["cached_tokens"], r["reasoning_tokens"]) for r in body["rows"]}
+        assert by_model == {"gpt-4o": (80, 14), "gpt-4o-mini": (0, 0)}
 
     def test_filters(self, staff, ada, ledger):
         body = staff.get(

@@ -141,14 +141,3 @@ def test_a_window_seeded_after_it_ended_expires_at_once(engine):
     assert engine.seed("u", day, Usage(tokens=5))
     time.sleep(0.01)
     assert engine.subject_keys("u") == []
-
-
-def test_dropped_windows_are_reseeded_from_the_ledger(engine):
-    granted = engine.reserve("u", POLICY, tokens=500, lease=True, now=LAST_MINUTE)
-    assert engine.drop_windows("u", (granted.day, granted.month)) == 2
-
-    ledger = Ledger(d20240131=Usage(requests=2, tokens=1_800), m202401=Usage(tokens=1_800))
-    peeked = engine.peek("u", POLICY, now=LAST_MINUTE, seeder=ledger)
-    assert peeked.state("dt").used == 1_800
-    assert peeked.state("cc").used == 1  # the lease is not a window: it stays
-    assert len(ledger.calls) == 2

@@ -10,9 +10,9 @@ from redis.exceptions import RedisClusterException
 from tqdm import tqdm
 
 from quotas.engine import CountersUnavailable
-from quotas.engine_factory import get_engine
-from quotas.policy import from_micros
-from quotas.reconcile import WindowCheck, reconcile, users_to_check
+from quotas.money import from_micros
+from quotas.reconcile import WindowCheck, users_to_check
+from quotas.services import service
 
 HEADER = ("user", "window", "field", "redis", "ledger", "in flight", "drift")
 
@@ -64,7 +64,7 @@ class Command(BaseCommand):
         windows = drifted = fixed = 0
         drifted_users: set[int] = set()
         try:
-            for check in reconcile(get_engine(), progress, fix=fix):
+            for check in service.reconcile(progress, fix=fix):
                 windows += 1
                 if not check.drifted:
                     continue
