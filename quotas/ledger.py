@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from datetime import date
 from typing import Any
 
@@ -13,7 +14,7 @@ from .conf import conf
 from .engine import Usage, Window, current_windows
 from .models import LevelUsage, QuotaAdjustment, UsageRecord
 from .money import from_micros, to_micros
-from .subjects import team_subject
+from .subjects import ledger_level, team_subject
 
 
 def window_day(window: Window) -> date:
@@ -57,6 +58,16 @@ def ledger_usage(user_id: int | None, window: Window) -> Usage:
     return Usage(requests=requests, tokens=tokens, spend=to_micros(totals["cost"] or 0))
 
 
+def book(
+    user_id: int, level_subjects: Iterable[str], day: date, model: str, **amounts: Any
+) -> None:
+    """Add a call's amounts to the ledger: the user's row and the row of each level
+    (team, key) it was charged to, named by their subjects."""
+    UsageRecord.add(user_id, day, model, **amounts)
+    for subject in level_subjects:
+        LevelUsage.add(ledger_level(subject), day, model, **amounts)
+
+
 def level_usage(level: str, window: Window) -> Usage:
     """What the ledger holds for a team ("t:5") or a key ("k:abc") in a window."""
     first, last = window_days(window)
@@ -83,6 +94,15 @@ def team_usage(team_id: int) -> dict[str, Any]:
             "spend": str(from_micros(used.spend)),
         }
     return out
+
+
+def usage_of(level: str, window: Window) -> Usage:
+    """What the ledger holds for a user ("u:42"), a team or a key in a window."""
+    if level.startswith("u:"):
+        return ledger_usage(int(level[2:]), window)
+    if level.startswith(("t:", "k:")):
+        return level_usage(level, window)
+    return Usage()
 
 
 def today() -> tuple[date, date, date]:

@@ -17,9 +17,9 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from .engine import Decision, LimitState, Reservation, Usage, current_windows
-from .ledger import ledger_usage, level_usage, window_day
+from .ledger import book, ledger_usage, usage_of, window_day
 from .limit_kinds import BUDGETS, ORG_SPEND_PER_MONTH, LimitKind, kind_of
-from .models import LevelUsage, Team, UsageRecord
+from .models import Team, UsageRecord
 from .money import from_micros
 from .policy import Quota
 from .subjects import ledger_level
@@ -70,19 +70,24 @@ def reserve_from_ledger(
             list(Team.objects.select_for_update().filter(pk=quota.team_id).values("pk"))
         list(get_user_model().objects.select_for_update().filter(pk=user_id).values("pk"))
         ask = Usage(requests=1, tokens=tokens, spend=spend)
+        sums: dict[tuple[str, str], Usage] = {}  # each window of each level, summed once
+
+        def summed(level: str, period: str) -> Usage:
+            if (level, period) not in sums:
+                sums[level, period] = usage_of(level, day if period == "day" else month)
+            return sums[level, period]
+
         checks: list[tuple[str, LimitKind, int, Usage]] = []
         for kind in BUDGETS:
             value = getattr(quota, kind.field)
             if value is not None:
-                window = day if kind.period == "day" else month
-                used_in = ledger_usage(user_id, window)
+                used_in = summed(f"u:{user_id}", kind.period)
                 checks.append((kind.field, kind, kind.engine_amount(value), used_in))
         for level in levels:
             for level_limit in level.policy.limits:
                 kind = kind_of(level_limit.name, level_limit.code)
                 if kind.is_budget:
-                    window = day if kind.period == "day" else month
-                    used_in = level_usage(ledger_level(level.subject), window)
+                    used_in = summed(ledger_level(level.subject), kind.period)
                     name = f"{level.name}.{level_limit.name}"
                     checks.append((name, kind, level_limit.amount, used_in))
         if org_cap is not None:
@@ -100,9 +105,7 @@ def reserve_from_ledger(
         day_date = window_day(day)
         if denied is None:
             amounts = {"requests": 1, "prompt_tokens": tokens, "cost": from_micros(spend)}
-            UsageRecord.add(user_id, day_date, model, **amounts)
-            for level in levels:
-                LevelUsage.add(ledger_level(level.subject), day_date, model, **amounts)
+            book(user_id, (level.subject for level in levels), day_date, model, **amounts)
         elif record_denial:
             UsageRecord.add(user_id, day_date, model, denied=1)
     mark_dirty(user_id)
@@ -153,8 +156,6 @@ def settle_in_ledger(
         "reasoning_tokens": reasoning_tokens,
         "cost": from_micros(cost) - from_micros(reservation.spend),
     }
-    day = window_day(reservation.day)
-    UsageRecord.add(user_id, day, model, **amounts)
-    for subject, _rates in reservation.levels:
-        LevelUsage.add(ledger_level(subject), day, model, **amounts)
+    levels = (subject for subject, _rates in reservation.levels)
+    book(user_id, levels, window_day(reservation.day), model, **amounts)
     mark_dirty(user_id)

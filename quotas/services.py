@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from datetime import date
 from typing import Any
 
 from . import ledger_mode
@@ -24,7 +23,7 @@ from .engine import (
 from .engine import limits as codes
 from .engine.engine import unavailable_on_error
 from .engine_factory import get_async_engine, get_engine
-from .ledger import ledger_usage, level_usage, window_day
+from .ledger import book, ledger_usage, usage_of, window_day
 from .models import LevelUsage, UsageRecord, UserQuota
 from .money import from_micros, to_micros
 from .policy import Quota
@@ -43,17 +42,7 @@ def _seed_from_ledger(subject: str, window: Window) -> Usage:
     level = ledger_level(subject)
     if level == ORG_SUBJECT:
         return replace(ledger_usage(None, window), requests=0, tokens=0)
-    if level.startswith("u:"):
-        return ledger_usage(int(level[2:]), window)
-    if level.startswith(("t:", "k:")):
-        return level_usage(level, window)
-    return Usage()
-
-
-def add_to_levels(reservation: Reservation, day: date, model: str, **amounts: Any) -> None:
-    """The ledger rows of the levels (team, key) a reservation charged."""
-    for subject, _rates in reservation.levels:
-        LevelUsage.add(ledger_level(subject), day, model, **amounts)
+    return usage_of(level, window)
 
 
 @dataclass(frozen=True)
@@ -475,9 +464,8 @@ class QuotaService:
             "reasoning_tokens": reasoning_tokens,
             "cost": from_micros(cost),
         }
-        day = window_day(grant.reservation.day)
-        UsageRecord.add(grant.user_id, day, model, **amounts)
-        add_to_levels(grant.reservation, day, model, **amounts)
+        levels = (subject for subject, _rates in grant.reservation.levels)
+        book(grant.user_id, levels, window_day(grant.reservation.day), model, **amounts)
 
     def record_denial(self, user_id: int, decision: Decision, model: str) -> None:
         day = window_day(decision.day) if decision.day else None
