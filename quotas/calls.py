@@ -16,7 +16,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 
 from . import policy, upstream
-from .database import in_orm_thread
+from .database import in_orm_thread, without_io_if_cached
 from .engine import CountersUnavailable, Decision, Usage
 from .exceptions import InvalidRequest, ProviderBusy, QuotaExceeded, QuotaUnavailable
 from .fallback import serving_model
@@ -400,7 +400,9 @@ class AsyncMeteredCall:
         tokens = kwargs.pop("tokens", None)
         key = kwargs.pop("key", None)
         may_fall_back = kwargs.pop("fallback", True)
-        call, catalogue = await in_orm_thread(_planned)(self._user, asked, tokens, kwargs, key)
+        call, catalogue = await without_io_if_cached(
+            _planned, self._user, asked, tokens, kwargs, key
+        )
         call.may_fall_back = bool(may_fall_back)
         steps = _take(call, catalogue)
         reply: Any = None

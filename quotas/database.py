@@ -19,7 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
+from django.core.exceptions import SynchronousOnlyOperation
 from django.db import connections
+
+from . import policy
 
 THREADS = 8
 
@@ -59,3 +62,17 @@ def in_orm_thread(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
         return await (pooled if _pooled.get() else plain)(*args, **kwargs)
 
     return run
+
+
+async def without_io_if_cached(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """`fn(*args, **kwargs)` on the event loop if the policy cache answers every lookup it
+    makes (no query, no thread switch), else `in_orm_thread(fn)(...)`.
+
+    `fn` must leave nothing half done when a lookup raises `NotCached` (it runs again).
+    """
+    try:
+        with policy.cached_only():
+            return fn(*args, **kwargs)
+    except (policy.NotCached, SynchronousOnlyOperation):
+        # Django refuses a query on the event loop before sending it: nothing was done.
+        return await in_orm_thread(fn)(*args, **kwargs)

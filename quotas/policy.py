@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, replace
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -145,23 +146,66 @@ def _service() -> Any:
     return service
 
 
+class NotCached(Exception):
+    """Under `cached_only()`: what the lookup needs is not cached, or the cache is due to
+    check the policy version; look it up where I/O is allowed (a worker thread)."""
+
+
+_cached_only: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "quotas_policy_cached_only", default=False
+)
+
+
+@contextlib.contextmanager
+def cached_only() -> Iterator[None]:
+    """Lookups in this block answer from the cache without I/O, or raise NotCached: so an
+    event loop plans a call on a warm cache without switching to a thread."""
+    token = _cached_only.set(True)
+    try:
+        yield
+    finally:
+        _cached_only.reset(token)
+
+
+def needs_io() -> None:
+    """Raise NotCached under `cached_only()`: the caller is about to do I/O."""
+    if _cached_only.get():
+        raise NotCached()
+
+
 class PolicyCache:
     """Per-process cache of quotas, dropped when any process bumps the policy version."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[Any, Any] = {}
+        self._loaded_at: dict[Any, float] = {}
         self._version: int | None = None
         self._checked_at = 0.0
 
-    def get(self, key: Any, load: Callable[[], T]) -> T:
+    def get(self, key: Any, load: Callable[[], T], *, max_age: float | None = None) -> T:
+        """The cached value of `key`, else `load()`'s; `max_age`: seconds after which it is
+        loaded again even if no process said it changed."""
+        now = time.monotonic()
+        if _cached_only.get():
+            if now - self._checked_at >= conf.POLICY_CACHE_SECONDS:
+                raise NotCached()
+            cached: T | None = self._entries.get(key)
+            if cached is None or self._expired(key, now, max_age):
+                raise NotCached()
+            return cached
         self._check_version()
         quota: T | None = self._entries.get(key)
-        if quota is None:
+        if quota is None or self._expired(key, now, max_age):
             quota = load()
             with self._lock:
                 self._entries[key] = quota
+                if max_age is not None:
+                    self._loaded_at[key] = now
         return quota
+
+    def _expired(self, key: Any, now: float, max_age: float | None) -> bool:
+        return max_age is not None and now - self._loaded_at.get(key, now) >= max_age
 
     def _check_version(self) -> None:
         now = time.monotonic()
@@ -175,11 +219,13 @@ class PolicyCache:
         if version is None or version != self._version:
             with self._lock:
                 self._entries.clear()
+                self._loaded_at.clear()
                 self._version = version
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._loaded_at.clear()
             self._checked_at = 0.0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
@@ -33,4 +34,19 @@ def quotas_changed(**kwargs: Any) -> None:
         return  # bookkeeping only: no limit depends on it
     policy.invalidate()
     # Again once committed: another process may have cached the old rows in between.
+    transaction.on_commit(policy.invalidate)
+
+
+# Only what a cached API key's owner is checked for; a login's `last_login` is not.
+USER_BOOKKEEPING = frozenset({"last_login"})
+
+
+@receiver(post_save, sender=settings.AUTH_USER_MODEL)
+@receiver(post_delete, sender=settings.AUTH_USER_MODEL)
+def user_changed(**kwargs: Any) -> None:
+    """A user deactivated (or deleted) loses their cached keys in every process."""
+    fields = kwargs.get("update_fields")
+    if kwargs.get("created") or (fields and set(fields) <= USER_BOOKKEEPING):
+        return
+    policy.invalidate()
     transaction.on_commit(policy.invalidate)

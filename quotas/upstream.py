@@ -31,9 +31,7 @@ logger = logging.getLogger("quotas")
 
 MOCK_BASE_URL = "http://mock-provider.invalid/v1"
 
-# Parameters given to the SDK's `create()` by name; every other one goes through unchanged
-# in `extra_body`, so parameters this SDK version does not know still reach the provider.
-SDK_PARAMS = frozenset({"model", "messages"})
+CHAT_PATH = "/chat/completions"
 
 
 class UpstreamError(Exception):
@@ -207,12 +205,17 @@ def reset_client() -> None:
 
 def chat(params: dict[str, Any], provider: Provider | None = None) -> dict[str, Any]:
     """One chat completion; the provider's JSON answer. `provider`: the model's, if any."""
-    arguments = _arguments(params, provider, stream=False)
+    body = _chat_body(params, stream=False)
     try:
-        raw = client(provider).chat.completions.with_raw_response.create(**arguments)
-        answer = raw.http_response.json()
+        answer = client(provider).post(
+            CHAT_PATH, body=body, cast_to=object, options=_options(provider)
+        )
     except (openai.APIError, ValueError) as exc:
         raise _translate(exc) from exc
+    return _completion(answer)
+
+
+def _completion(answer: object) -> dict[str, Any]:
     if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
         raise UpstreamError(502, "The AI provider answered with something other than a completion.")
     return answer
@@ -225,9 +228,16 @@ def chat_stream(
 
     Connects at once (so refusals raise here); a failure mid-stream raises from the iterator.
     """
-    arguments = _arguments(params, provider, stream=True)
+    body = _chat_body(params, stream=True)
     try:
-        stream = client(provider).chat.completions.create(**arguments)
+        stream = client(provider).post(
+            CHAT_PATH,
+            body=body,
+            cast_to=object,
+            options=_options(provider),
+            stream=True,
+            stream_cls=openai.Stream[object],
+        )
     except (openai.APIError, ValueError) as exc:
         raise _translate(exc) from exc
     return _chunks(stream)
@@ -236,33 +246,47 @@ def chat_stream(
 def _chunks(stream: openai.Stream[Any]) -> Iterator[dict[str, Any]]:
     try:
         for chunk in stream:
-            yield chunk.to_dict(mode="json")
+            yield _as_dict(chunk)
     except (openai.APIError, ValueError) as exc:
         raise _translate(exc) from exc
     finally:
         stream.close()
 
 
+def _as_dict(chunk: Any) -> dict[str, Any]:
+    """A chunk as sent (the chat calls ask the SDK for plain JSON) or a typed event's dict."""
+    if isinstance(chunk, dict):
+        return chunk
+    result: dict[str, Any] = chunk.to_dict(mode="json")
+    return result
+
+
 async def achat(params: dict[str, Any], provider: Provider | None = None) -> dict[str, Any]:
     """`chat` on the running event loop."""
-    arguments = _arguments(params, provider, stream=False)
+    body = _chat_body(params, stream=False)
     try:
-        raw = await async_client(provider).chat.completions.with_raw_response.create(**arguments)
-        answer = raw.http_response.json()
+        answer = await async_client(provider).post(
+            CHAT_PATH, body=body, cast_to=object, options=_options(provider)
+        )
     except (openai.APIError, ValueError) as exc:
         raise _translate(exc) from exc
-    if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
-        raise UpstreamError(502, "The AI provider answered with something other than a completion.")
-    return answer
+    return _completion(answer)
 
 
 async def achat_stream(
     params: dict[str, Any], provider: Provider | None = None
 ) -> AsyncProviderStream:
     """`chat_stream` on the running event loop."""
-    arguments = _arguments(params, provider, stream=True)
+    body = _chat_body(params, stream=True)
     try:
-        stream = await async_client(provider).chat.completions.create(**arguments)
+        stream = await async_client(provider).post(
+            CHAT_PATH,
+            body=body,
+            cast_to=object,
+            options=_options(provider),
+            stream=True,
+            stream_cls=openai.AsyncStream[object],
+        )
     except (openai.APIError, ValueError) as exc:
         raise _translate(exc) from exc
     return AsyncProviderStream(stream)
@@ -277,7 +301,7 @@ class AsyncProviderStream:
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         try:
             async for chunk in self.stream:
-                yield chunk.to_dict(mode="json")
+                yield _as_dict(chunk)
         except (openai.APIError, ValueError) as exc:
             raise _translate(exc) from exc
 
@@ -341,26 +365,25 @@ def _passed_through(
     return arguments
 
 
-def _arguments(
-    params: dict[str, Any], provider: Provider | None, *, stream: bool
-) -> dict[str, Any]:
+def _chat_body(params: dict[str, Any], *, stream: bool) -> dict[str, Any]:
+    """The request body as the caller sent it (the SDK's typed `create()` would rebuild
+    every message: a cost per call for nothing, and parameters it does not know kept as
+    sent anyway); a stream always asks for the usage."""
     if "model" not in params or "messages" not in params:
         raise ValueError("A chat completion needs 'model' and 'messages'.")
-    arguments: dict[str, Any] = {"timeout": providers.timeout(provider)}
-    extra: dict[str, Any] = {}
-    for name, value in params.items():
-        if name not in ("stream", "stream_options"):
-            (arguments if name in SDK_PARAMS else extra)[name] = value
+    body = {k: v for k, v in params.items() if k not in ("stream", "stream_options")}
     if stream:
         options = params.get("stream_options")
-        arguments["stream"] = True
-        arguments["stream_options"] = {
+        body["stream"] = True
+        body["stream_options"] = {
             **(options if isinstance(options, dict) else {}),
             "include_usage": True,
         }
-    if extra:
-        arguments["extra_body"] = extra
-    return arguments
+    return body
+
+
+def _options(provider: Provider | None) -> openai.RequestOptions:
+    return {"timeout": providers.timeout(provider)}
 
 
 def _translate(exc: Exception) -> UpstreamError:

@@ -11,7 +11,8 @@ from rest_framework.response import Response
 from rest_framework.test import APIClient
 from rest_framework.views import APIView
 
-from quotas.authentication import APIKeyAuthentication
+from quotas import policy
+from quotas.authentication import KEY_RECHECK_SECONDS, APIKeyAuthentication
 from quotas.models import APIKey
 
 
@@ -145,3 +146,29 @@ def test_key_stored_hashed(issued):
     assert secret not in stored
     assert key not in stored
     assert api_key.hashed_key.startswith("sha512$$")
+
+
+def test_a_known_key_costs_no_query(issued, django_assert_num_queries):
+    _, key = issued
+    assert call(key).status_code == 200
+    with django_assert_num_queries(0):
+        assert call(key).json() == {"user": "ada", "key": "laptop"}
+
+
+def test_a_user_deactivated_without_signals_is_refused_after_the_recheck(issued, user, monkeypatch):
+    _, key = issued
+    clock = [1000.0]
+    monkeypatch.setattr(policy.time, "monotonic", lambda: clock[0])
+    assert call(key).status_code == 200
+    get_user_model().objects.filter(pk=user.pk).update(is_active=False)  # sends no signal
+    clock[0] += KEY_RECHECK_SECONDS
+    assert_refused(call(key), "This API key's user is inactive.")
+
+
+def test_a_login_keeps_the_cached_keys(issued, user, django_assert_num_queries):
+    _, key = issued
+    assert call(key).status_code == 200
+    user.last_login = timezone.now()
+    user.save(update_fields=["last_login"])
+    with django_assert_num_queries(0):
+        assert call(key).status_code == 200

@@ -7,7 +7,8 @@ import threading
 import pytest
 from django.db import connection
 
-from quotas.database import THREADS, in_orm_thread, use_orm_threads
+from quotas import policy
+from quotas.database import THREADS, in_orm_thread, use_orm_threads, without_io_if_cached
 from quotas.models import Tier
 from tests.event_loop import run_in_fresh_loop
 
@@ -52,3 +53,34 @@ def test_many_concurrent_calls_share_a_few_threads():
         return {name for name, _ in names}
 
     assert len(run_in_fresh_loop(run())) <= THREADS
+
+
+def catalogue_size() -> tuple[int, str]:
+    return len(policy.model_catalogue()), threading.current_thread().name
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lookup_the_cache_answers_runs_on_the_event_loop():
+    policy.cache.clear()
+
+    async def run():
+        use_orm_threads()
+        cold = await without_io_if_cached(catalogue_size)
+        warm = await without_io_if_cached(catalogue_size)
+        return cold, warm, threading.current_thread().name
+
+    (_, cold), (_, warm), loop = run_in_fresh_loop(run())
+    assert cold.startswith("quotas-orm")  # the first one queried, in a pool thread
+    assert warm == loop
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_query_outside_the_cache_goes_to_a_thread(monkeypatch):
+    monkeypatch.delenv("DJANGO_ALLOW_ASYNC_UNSAFE", raising=False)  # as a server runs
+
+    async def run():
+        use_orm_threads()
+        return await without_io_if_cached(where)
+
+    name, _ = run_in_fresh_loop(run())
+    assert name.startswith("quotas-orm")

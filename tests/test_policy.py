@@ -209,3 +209,30 @@ def test_a_read_during_the_saving_transaction_does_not_stick(settings):
         worker.join()
     assert seen == [1000]  # the change was not committed yet
     assert quota_for_user(user).tokens_per_day == 10
+
+
+class TestCachedOnly:
+    """Lookups an event loop makes without I/O: from the cache, or NotCached."""
+
+    def test_a_cold_cache_raises_and_loads_nothing(self, user, django_assert_num_queries):
+        policy.cache.clear()
+        with django_assert_num_queries(0), pytest.raises(policy.NotCached), policy.cached_only():
+            quota_for_user(user)
+
+    def test_a_warm_cache_answers_without_a_query(self, user, pro, django_assert_num_queries):
+        UserQuota.objects.create(user=user, tier=pro)
+        expected = quota_for_user(user)
+        with django_assert_num_queries(0), policy.cached_only():
+            assert quota_for_user(user) == expected
+
+    def test_a_cache_due_for_its_version_check_raises(self, settings, monkeypatch, user):
+        clock = [1000.0]
+        monkeypatch.setattr(policy.time, "monotonic", lambda: clock[0])
+        settings.QUOTAS = {**settings.QUOTAS, "POLICY_CACHE_SECONDS": 5}
+        quota_for_user(user)
+        clock[0] += 5
+        with pytest.raises(policy.NotCached), policy.cached_only():
+            quota_for_user(user)
+        quota_for_user(user)  # checks the version, so the loop may read it again
+        with policy.cached_only():
+            quota_for_user(user)

@@ -30,7 +30,7 @@ from rest_framework.response import Response
 
 from .. import calls, policy, upstream
 from ..authentication import APIKeyAuthentication
-from ..database import in_orm_thread, use_orm_threads
+from ..database import in_orm_thread, use_orm_threads, without_io_if_cached
 from ..engine import CountersUnavailable
 from ..exceptions import QuotaError
 from ..headers import add_rate_limit_headers
@@ -91,7 +91,7 @@ async def _caller(request: HttpRequest) -> Any:
     (`request_key` reads it, so the key's own limits apply).
     """
     use_orm_threads()
-    found = await in_orm_thread(APIKeyAuthentication().authenticate)(request)
+    found = await without_io_if_cached(APIKeyAuthentication().authenticate, request)
     if found is not None:
         request.user, request.auth = found  # type: ignore[attr-defined]
         return found[0]
