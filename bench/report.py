@@ -151,11 +151,12 @@ def _streams(streams: dict[str, Any]) -> list[str]:
             f"{row['ledger_tokens']:,} / {row['reported_tokens']:,}"
             if "ledger_tokens" in row
             else "-",
+            str(row.get("ledger_mode_decisions", "-")),
         ]
         for row in streams["rows"]
     ]
     head = ["N", "server", "completed", "errors", "TTFT added p50 / p99 ms", "RSS MiB"]
-    head += ["leases held after", "ledger / reported tokens"]
+    head += ["leases held after", "ledger / reported tokens", "ledger-mode decisions"]
     return [
         *lines,
         f"N streamed chat requests at once from one asyncio client; the mock provider waits "

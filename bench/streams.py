@@ -231,9 +231,11 @@ def measure(
     request: dict[str, Any],
     first: float,
     env: dict[str, str],
+    log: Path | None = None,
 ) -> dict[str, Any]:
     quotas = kind != "passthrough"
     ledger_before = _ledger(env) if quotas else 0
+    fallbacks_before = _ledger_mode_decisions(log)
     with PeakRSS(pid) as rss:
         started = time.monotonic()
         results = _in_own_loop(_streams(port, key, n, request))
@@ -257,7 +259,17 @@ def measure(
         row["leases_held_after"] = _quota(port, key)["limits"]["max_concurrent_requests"]["used"]
         row["ledger_tokens"] = _ledger(env) - ledger_before
         row["reported_tokens"] = reported
+        # Decisions the server took from the ledger because Redis did not answer in time
+        # (its client's timeouts also count the event loop's lag).
+        row["ledger_mode_decisions"] = _ledger_mode_decisions(log) - fallbacks_before
     return row
+
+
+def _ledger_mode_decisions(log: Path | None) -> int:
+    if log is None or not log.exists():
+        return 0
+    with log.open(encoding="utf-8", errors="replace") as lines:
+        return sum("budgets enforced from the ledger" in line for line in lines)
 
 
 def run(
@@ -307,7 +319,7 @@ def _run(
                 if kind == "gunicorn" and n > wsgi_limit:
                     continue
                 port, pid = servers[kind]
-                row = measure(kind, port, pid, key, n, request, first, env)
+                row = measure(kind, port, pid, key, n, request, first, env, tmp / f"{kind}.log")
                 rows.append(row)
                 log(
                     f"  streams {n:>5} {kind:<11} completed {row['completed']:>5}, "
