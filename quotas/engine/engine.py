@@ -22,6 +22,7 @@ WINDOW_GRACE_US = 86_400 * 1_000_000
 HOLD = "hold"  # `Decision.denied_by` while a subject is on hold
 
 DEFAULT_LEASE_SECONDS = 300.0
+KEY_CACHE_SIZE = 10_000  # subjects whose keys are kept made
 
 
 class CountersUnavailable(Exception):
@@ -54,7 +55,8 @@ class _Plan(NamedTuple):
     uses_day: bool
     uses_month: bool
     rates: tuple[tuple[str, float], ...]  # `Reservation.rates`
-    arg: str  # the limits as the script reads them: "code,amount,burst,interval_us;" each
+    # the limits as the script reads them: n, then code, amount, burst, interval (us) each
+    args: tuple[Any, ...]
 
 
 def _plan(policy: Policy) -> _Plan:
@@ -78,11 +80,11 @@ def _make_plan(limits: tuple[Limit, ...], track_usage: bool) -> _Plan:
     )
     periods = {limit.code[0] for limit in limits}
     rates = tuple((limit.code[1], limit.emission_interval_us) for limit in limits if limit.is_rate)
-    arg = "".join(
-        f"{limit.code},{limit.amount},{limit.capacity},{int(limit.interval * 1_000_000)};"
-        for limit in limits
-    )
-    return _Plan(rows, track_usage or "d" in periods, track_usage or "m" in periods, rates, arg)
+    args: list[Any] = [len(limits)]
+    for limit in limits:
+        args += [limit.code, limit.amount, limit.capacity, int(limit.interval * 1_000_000)]
+    uses_day, uses_month = track_usage or "d" in periods, track_usage or "m" in periods
+    return _Plan(rows, uses_day, uses_month, rates, tuple(args))
 
 
 _TOTAL = {"r": 0, "t": 1, "s": 2}
@@ -242,6 +244,36 @@ class EngineLayout:
     def window_key(self, subject: str, window: Window) -> str:
         return self.key(subject, f"{window.kind}:{window.label}")
 
+    def _keys(self, subjects: tuple[str, ...], day: Window, month: Window) -> list[str]:
+        """reserve.lua's keys for these subjects and windows, made once and kept."""
+        cache = self.__dict__.setdefault("_key_cache", {})
+        found = cache.get((subjects, day.label, month.label))
+        if found is None:
+            found = []
+            for each in subjects:
+                found += [
+                    self.key(each, "rate"),
+                    self.key(each, "lease"),
+                    self.window_key(each, day),
+                    self.window_key(each, month),
+                    self.key(each, "hold"),
+                ]
+            if len(cache) >= KEY_CACHE_SIZE:
+                cache.clear()
+            cache[(subjects, day.label, month.label)] = found
+        return found  # type: ignore[no-any-return]
+
+    def _windows(self, clock_us: int, time_zone: str) -> tuple[Window, Window]:
+        """The day and month around `clock_us`, worked out again only when it leaves them."""
+        cache = self.__dict__.setdefault("_window_cache", {})
+        found = cache.get(time_zone)
+        if found is not None:
+            day, month = found
+            if day.start_us <= clock_us < day.end_us and month.start_us <= clock_us < month.end_us:
+                return found  # type: ignore[no-any-return]
+        windows = cache[time_zone] = current_windows(clock_us, time_zone)
+        return windows
+
     def _member(self, lease: bool, requests: int, tokens: int, spend: int) -> str:
         if min(requests, tokens, spend) < 0:
             raise ValueError("A reservation cannot ask for negative amounts.")
@@ -293,7 +325,15 @@ class EngineLayout:
         The `levels` are decided in the same script call, all or nothing: their keys must
         share the first subject's hash tag (see `key`)."""
         clock_us = int((time.time() if now is None else now) * 1_000_000)
-        day, month = current_windows(clock_us, policy.time_zone)
+        day, month = self._windows(clock_us, policy.time_zone)
+        plan = _plan(policy)
+        if levels:
+            subjects = (subject, *(level.subject for level in levels))
+            tail: list[Any] = [WINDOW_GRACE_US, *plan.args]
+            for level in levels:
+                tail += _plan(level.policy).args
+        else:
+            subjects, tail = (subject,), [WINDOW_GRACE_US, *plan.args]
         head = [
             "" if now is None else clock_us,
             requests,
@@ -305,20 +345,9 @@ class EngineLayout:
             int(policy.track_usage),
             int(policy.rehydrate),
         ]
-        plan = _plan(policy)
-        subjects = (subject, *(level.subject for level in levels))
-        tail = [WINDOW_GRACE_US, plan.arg, *(_plan(level.policy).arg for level in levels)]
 
         for _attempt in range(4):
-            keys: list[str] = []
-            for each in subjects:
-                keys += [
-                    self.key(each, "rate"),
-                    self.key(each, "lease"),
-                    self.window_key(each, day),
-                    self.window_key(each, month),
-                    self.key(each, "hold"),
-                ]
+            keys = self._keys(subjects, day, month)
             args = [*head, day.start_us, day.end_us, month.start_us, month.end_us, *tail]
             values, held_ms = yield ("reserve", keys, args)
             status, now_us = values[0], values[3]
