@@ -57,6 +57,7 @@ class _Plan(NamedTuple):
     rates: tuple[tuple[str, float], ...]  # `Reservation.rates`
     # the limits as the script reads them: n, then code, amount, burst, interval (us) each
     args: tuple[Any, ...]
+    names: tuple[str, ...]
 
 
 def _plan(policy: Policy) -> _Plan:
@@ -84,7 +85,8 @@ def _make_plan(limits: tuple[Limit, ...], track_usage: bool) -> _Plan:
     for limit in limits:
         args += [limit.code, limit.amount, limit.capacity, int(limit.interval * 1_000_000)]
     uses_day, uses_month = track_usage or "d" in periods, track_usage or "m" in periods
-    return _Plan(rows, uses_day, uses_month, rates, tuple(args))
+    names = tuple(limit.name for limit in limits)
+    return _Plan(rows, uses_day, uses_month, rates, tuple(args), names)
 
 
 _TOTAL = {"r": 0, "t": 1, "s": 2}
@@ -166,7 +168,7 @@ def _decision(
     asks = {"r": requests, "t": tokens, "s": spend, "c": 1 if member else 0}
     leased = charged and bool(member)
     states = list(_states(plan, values, asks, leased, charged, day, month))
-    names = [limit.name for limit in policy.limits]
+    names = list(plan.names)
     for j, level in enumerate(levels, start=1):
         reply = [*values[:4], *values[4 + 10 * j : 14 + 10 * j]]
         for state in _states(_plan(level.policy), reply, asks, leased, charged, day, month):
