@@ -22,7 +22,7 @@ QUICK = {
     "decision": {"count": 40, "rounds": 2, "warmup": 5, "budget": 5.0},
     "exactness": {"processes": 2, "threads": 2, "attempts": 5, "limit": 5},
     "memory": {"users": 2, "requests": 5},
-    "e2e": {"requests": 40, "rounds": 2},
+    "e2e": {"requests": 40, "rounds": 2, "latency_requests": 10},
     "streams": {"sizes": (5,), "first": 0.2, "chunks": 5, "seconds": 0.5},
 }
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from quotas.engine import connect
 
-from . import SIZES
+from . import SIZES, throttles
 from .guard import ATTEMPTS, Flushed, Guard
 from .limiters import NAMES, OURS_TIER, make
 from .ours import OursTier
@@ -21,7 +21,32 @@ PING = "redis-py PING"
 SCRIPT_FLOOR = "EVALSHA, a full tier's keys and arguments, no work"
 TIER_RESERVE = "ours: full tier, reserve"
 TIER_SETTLED = "ours: full tier, reserve + settle"
-SERIES = (PING, SCRIPT_FLOOR, *(n for n in NAMES if n != OURS_TIER), TIER_RESERVE, TIER_SETTLED)
+MINIMAL_FLOOR = "floor: one script, rate + burst + day count, 1 key"
+SERIES = (
+    PING,
+    MINIMAL_FLOOR,
+    SCRIPT_FLOOR,
+    *(n for n in NAMES if n != OURS_TIER),
+    TIER_RESERVE,
+    TIER_SETTLED,
+    *throttles.NAMES,
+)
+
+# The least a one-script decision can do: TIME, one HMGET, GCRA, one HSET, one PEXPIRE.
+# ARGV: emission interval (us), burst, requests per day.
+MINIMAL = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local v = redis.call('HMGET', KEYS[1], 'tat', 'n')
+local T, burst, day = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tat, n = tonumber(v[1] or '0'), tonumber(v[2] or '0')
+if tat < now then tat = now end
+local new_tat = tat + T
+if new_tat - T * burst > now or n + 1 > day then return {0, now} end
+redis.call('HSET', KEYS[1], 'tat', new_tat, 'n', n + 1)
+redis.call('PEXPIRE', KEYS[1], 86400000)
+return {1, now}
+"""
 
 # Returns what reserve.lua returns for a grant, having read and written nothing.
 NO_WORK = "return {1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}"
@@ -84,6 +109,26 @@ def _floor_probe(client: Any, limiter: OursTier, user: int) -> Probe:
     finally:
         limiter.engine._reserve = real
     return _hit_probe(partial(no_work, keys=sent["keys"], args=sent["args"]))
+
+
+def _minimal_probe(client: Any, size: int, namespace: str, user: int) -> Probe:
+    script = client.register_script(MINIMAL)
+    keys, args = [f"{namespace}:{{u:{user}}}:floor"], [60_000_000 / size, size, size]
+    return _hit_probe(partial(script, keys=keys, args=args))
+
+
+def _reserve_probe(limiter: OursTier, user: int) -> Probe:
+    """Times the reservation alone; its settlement follows, untimed."""
+    clock = time.perf_counter_ns
+
+    def probe() -> tuple[bool, tuple[int, ...]]:
+        start = clock()
+        decision = limiter.reserve(user)
+        elapsed = clock() - start
+        limiter.settle(decision)
+        return decision.allowed, (elapsed,)
+
+    return probe
 
 
 def _tier_probe(limiter: OursTier, user: int) -> Probe:
@@ -169,9 +214,13 @@ def _size_round(
     user, warm = 1, 0
     namespace = f"cost{size}-{uuid.uuid4().hex[:6]}"
     probes: dict[tuple[str, ...], Probe] = {(PING,): _hit_probe(client.ping)}
+    probes[(MINIMAL_FLOOR,)] = _minimal_probe(client, size, namespace, user)
     limiters = [make(name, size, redis_url, namespace) for name in NAMES]
+    limiters += [throttles.make(name, size, redis_url, namespace) for name in throttles.NAMES]
     for limiter in limiters:
-        if isinstance(limiter, OursTier):
+        if isinstance(limiter, throttles.Chat):
+            probes[(limiter.name,)] = _reserve_probe(limiter, user)
+        elif isinstance(limiter, OursTier):
             probes[(SCRIPT_FLOOR,)] = _floor_probe(client, limiter, user)
             probes[(TIER_RESERVE, TIER_SETTLED)] = _tier_probe(limiter, user)
         else:
@@ -189,7 +238,7 @@ def _size_round(
     ping = stats[PING]["median_us"]
     rows = []
     for name in SERIES:
-        prefilled = 0 if name in (PING, SCRIPT_FLOOR) else filled
+        prefilled = 0 if name in (PING, SCRIPT_FLOOR, MINIMAL_FLOOR) else filled
         row = {"series": name, "limit": size, "prefilled": prefilled}
         row.update(stats[name], x_ping=stats[name]["median_us"] / ping)
         rows.append(row)

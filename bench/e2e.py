@@ -121,6 +121,7 @@ def run(
     workers: int = 2,
     threads: int = 4,
     rounds: int = 8,
+    latency_requests: int = 200,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Figures for quotas on and off, or {"skipped": why}."""
@@ -131,7 +132,13 @@ def run(
         database = os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{tmp}/bench.sqlite3"
         env = environment(redis_url, database)
         try:
-            return _run(env, Path(tmp), requests, concurrency, workers, threads, rounds, log)
+            return _run(
+                env,
+                Path(tmp),
+                (requests, concurrency, workers, threads, rounds, latency_requests),
+                _ping(redis_url),
+                log,
+            )
         except Skip as exc:
             return {"skipped": str(exc)}
 
@@ -139,13 +146,11 @@ def run(
 def _run(
     env: dict[str, str],
     tmp: Path,
-    requests: int,
-    concurrency: int,
-    workers: int,
-    threads: int,
-    rounds: int,
+    sizes: tuple[int, int, int, int, int, int],
+    ping: Callable[[], float],
     log: Callable[[str], None],
 ) -> dict[str, Any]:
+    requests, concurrency, workers, threads, rounds, latency_requests = sizes
     key = prepare(env)
     modes = {"on": env, "off": {**env, "QUOTAS_BENCH_DISABLE": "1"}}
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
@@ -165,6 +170,7 @@ def _run(
             for mode in order:
                 runs[mode].append(load(ports[mode], key, per_round, concurrency))
                 log(f"  e2e round {index + 1}, quotas {mode}: {runs[mode][-1]['elapsed']:.1f} s")
+        added = _added_latency(ports, key, rounds, latency_requests, ping)
     on, off = combine(runs["on"]), combine(runs["off"])
     # Each round's two runs met the same background load: the median of their ratios
     # is the figure least moved by a burst of other work during one run.
@@ -184,4 +190,57 @@ def _run(
         "cost_percent": statistics.median(per_round) if per_round else None,
         "cost_percent_rounds": per_round,
         "cost_percent_pooled": (1 - on["rps"] / off["rps"]) * 100 if off["rps"] else None,
+        **added,
     }
+
+
+def _one_at_a_time(port: int, key: str, requests: int) -> float:
+    """Median milliseconds of `requests` requests sent one after the other, each on its own
+    connection: a server thread still closing the previous answer (where the settlement
+    runs) does not hold up the next."""
+    samples = []
+    for _ in range(requests):
+        start = time.perf_counter_ns()
+        status, _ = post(port, key)
+        if status == 200:
+            samples.append((time.perf_counter_ns() - start) / 1e6)
+    return statistics.median(samples) if samples else float("nan")
+
+
+def _added_latency(
+    ports: dict[str, int], key: str, rounds: int, requests: int, ping: Callable[[], float]
+) -> dict[str, Any]:
+    """What the quota path adds to one client's wait: in each round the median of
+    `requests` one-at-a-time requests with quotas on and off, and PING's median, taken
+    together; the figure is the median over rounds of (on - off) / PING. The connection
+    is opened in both alike."""
+    added, pings = [], []
+    for index in range(rounds):
+        medians = {}
+        for mode in ("off", "on") if index % 2 else ("on", "off"):
+            medians[mode] = _one_at_a_time(ports[mode], key, requests)
+        pings.append(ping())
+        added.append((medians["on"] - medians["off"], pings[-1]))
+    return {
+        "added_ms": statistics.median(a for a, _ in added),
+        "added_x_ping": statistics.median(a / p for a, p in added if p),
+        "ping_ms": statistics.median(pings),
+        "added_rounds": added,
+    }
+
+
+def _ping(redis_url: str, times: int = 200) -> Callable[[], float]:
+    """Median milliseconds of `times` PINGs from this process, on a client kept open."""
+    from quotas.engine import connect
+
+    client = connect(redis_url)
+
+    def measure() -> float:
+        samples = []
+        for _ in range(times):
+            start = time.perf_counter_ns()
+            client.ping()
+            samples.append(time.perf_counter_ns() - start)
+        return statistics.median(samples) / 1e6
+
+    return measure

@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from .decision import PING, SCRIPT_FLOOR, SERIES, TIER_RESERVE, TIER_SETTLED
+from .decision import MINIMAL_FLOOR, PING, SCRIPT_FLOOR, SERIES, TIER_RESERVE, TIER_SETTLED
 from .limiters import (
     DRF,
     LIMITS_FIXED,
@@ -23,6 +23,7 @@ from .limiters import (
     RATELIMIT,
 )
 from .targets import MEMORY_BYTES
+from .throttles import CHAT, LIMITS_CHAT, LIMITS_THROTTLE, THROTTLE
 
 # One colour per limiter in every plot; ours drawn thick with round markers.
 COLORS = {
@@ -37,12 +38,17 @@ COLORS = {
     LIMITS_MOVING: "tab:purple",
     LIMITS_SLIDING: "tab:pink",
     RATELIMIT: "tab:gray",
+    MINIMAL_FLOOR: "silver",
+    THROTTLE: "tab:cyan",
+    CHAT: "tab:brown",
+    LIMITS_THROTTLE: "tab:olive",
+    LIMITS_CHAT: "gold",
 }
 
 
 def _style(name: str) -> dict[str, Any]:
     style: dict[str, Any] = {"color": COLORS[name]}
-    if name in (PING, SCRIPT_FLOOR):
+    if name in (PING, SCRIPT_FLOOR, MINIMAL_FLOOR):
         return {**style, "linestyle": "--" if name == PING else ":", "linewidth": 1.5}
     if name.startswith("ours"):
         dashed = {"linestyle": "-."} if name == TIER_SETTLED else {}

@@ -85,6 +85,13 @@ class Quota:
     def named_limits(self, *, budgets: bool = True) -> tuple[Limit, ...]:
         """Every limit of a decision on this quota, named as its states are: the user's,
         then each level's ("team.tokens_per_day"). The headers read rates from them."""
+        built: dict[bool, tuple[Limit, ...]] = self.__dict__.setdefault("_named_limits_built", {})
+        found = built.get(budgets)
+        if found is None:
+            found = built[budgets] = self._named_limits(budgets)
+        return found
+
+    def _named_limits(self, budgets: bool) -> tuple[Limit, ...]:
         named = list(self.limits(budgets=budgets))
         for level, quota in (("team", self.team), ("key", self.key)):
             if quota is not None:

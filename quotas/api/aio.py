@@ -41,6 +41,7 @@ from .chat import _completion_text
 from .chat_input import parse_body, parse_chat_request
 from .errors import counters_unavailable, error_body, exception_handler
 from .forwarding import DOWNGRADE_HEADER, UPSTREAM_ERRORS, read_body, upstream_error
+from .settlement import SettledJsonResponse
 from .views import caller_quota, quota_report, read_usage, usage_headers
 
 logger = logging.getLogger("quotas")
@@ -149,18 +150,24 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     except asyncio.CancelledError:
         await _to_the_end(metered.settle(completion_text=""))  # the prompt was sent
         raise
-    usage = reply.get("usage")
-    used = await _to_the_end(metered.settle(usage, completion_text=_completion_text(reply)))
+    usage, text = reply.get("usage"), _completion_text(reply)
     reply["model"] = call.model
-    logger.info(
-        "quotas: user %s model %s tokens %s+%s in %.0f ms",
-        call.user_id,
-        call.model,
-        used.prompt_tokens,
-        used.completion_tokens,
-        (time.monotonic() - started) * 1000,
-    )
-    return _finish(request, JsonResponse(reply, headers=headers))
+
+    async def settle() -> None:
+        used = await _to_the_end(metered.settle(usage, completion_text=text))
+        logger.info(
+            "quotas: user %s model %s tokens %s+%s in %.0f ms",
+            call.user_id,
+            call.model,
+            used.prompt_tokens,
+            used.completion_tokens,
+            (time.monotonic() - started) * 1000,
+        )
+
+    # Django's ASGI handler closes the response once its body is sent: settled then, on
+    # this event loop (the close runs in a worker thread).
+    answer = SettledJsonResponse(reply, settle=async_to_sync(settle), headers=headers)
+    return _finish(request, answer)
 
 
 async def _provider_failed(request: HttpRequest, exc: Exception, model: str) -> HttpResponse:

@@ -24,6 +24,7 @@ from .forwarding import (
     read_body,
     upstream_error,
 )
+from .settlement import SettledResponse
 from .views import CallerAPIView, caller_quota, read_usage, usage_headers
 
 logger = logging.getLogger("quotas")
@@ -115,17 +116,22 @@ class ChatCompletionsView(CallerAPIView):
         except UPSTREAM_ERRORS as exc:
             call.refund()
             return upstream_error(exc, call.model)
-        used = call.settle(reply.get("usage"), completion_text=_completion_text(reply))
         reply["model"] = call.model
-        logger.info(
-            "quotas: user %s model %s tokens %s+%s in %.0f ms",
-            request.user.pk,
-            call.model,
-            used.prompt_tokens,
-            used.completion_tokens,
-            (time.monotonic() - started) * 1000,
-        )
-        return Response(reply, headers=headers)
+        usage, text, user_id = reply.get("usage"), _completion_text(reply), request.user.pk
+
+        def settle() -> None:
+            used = call.settle(usage, completion_text=text)
+            logger.info(
+                "quotas: user %s model %s tokens %s+%s in %.0f ms",
+                user_id,
+                call.model,
+                used.prompt_tokens,
+                used.completion_tokens,
+                (time.monotonic() - started) * 1000,
+            )
+
+        # Settled once the answer is sent: until then the reservation stands charged.
+        return SettledResponse(reply, settle=settle, headers=headers)
 
     def _stream(
         self, params: dict[str, Any], call: calls.MeteredCall, headers: dict[str, str]

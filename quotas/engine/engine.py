@@ -22,6 +22,7 @@ WINDOW_GRACE_US = 86_400 * 1_000_000
 HOLD = "hold"  # `Decision.denied_by` while a subject is on hold
 
 DEFAULT_LEASE_SECONDS = 300.0
+KEY_CACHE_SIZE = 10_000  # subjects whose keys are kept made
 
 
 class CountersUnavailable(Exception):
@@ -54,7 +55,9 @@ class _Plan(NamedTuple):
     uses_day: bool
     uses_month: bool
     rates: tuple[tuple[str, float], ...]  # `Reservation.rates`
-    arg: str  # the limits as the script reads them: "code,amount,burst,interval_us;" each
+    # the limits as the script reads them: n, then code, amount, burst, interval (us) each
+    args: tuple[Any, ...]
+    names: tuple[str, ...]
 
 
 def _plan(policy: Policy) -> _Plan:
@@ -78,11 +81,12 @@ def _make_plan(limits: tuple[Limit, ...], track_usage: bool) -> _Plan:
     )
     periods = {limit.code[0] for limit in limits}
     rates = tuple((limit.code[1], limit.emission_interval_us) for limit in limits if limit.is_rate)
-    arg = "".join(
-        f"{limit.code},{limit.amount},{limit.capacity},{int(limit.interval * 1_000_000)};"
-        for limit in limits
-    )
-    return _Plan(rows, track_usage or "d" in periods, track_usage or "m" in periods, rates, arg)
+    args: list[Any] = [len(limits)]
+    for limit in limits:
+        args += [limit.code, limit.amount, limit.capacity, int(limit.interval * 1_000_000)]
+    uses_day, uses_month = track_usage or "d" in periods, track_usage or "m" in periods
+    names = tuple(limit.name for limit in limits)
+    return _Plan(rows, uses_day, uses_month, rates, tuple(args), names)
 
 
 _TOTAL = {"r": 0, "t": 1, "s": 2}
@@ -164,7 +168,7 @@ def _decision(
     asks = {"r": requests, "t": tokens, "s": spend, "c": 1 if member else 0}
     leased = charged and bool(member)
     states = list(_states(plan, values, asks, leased, charged, day, month))
-    names = [limit.name for limit in policy.limits]
+    names = list(plan.names)
     for j, level in enumerate(levels, start=1):
         reply = [*values[:4], *values[4 + 10 * j : 14 + 10 * j]]
         for state in _states(_plan(level.policy), reply, asks, leased, charged, day, month):
@@ -242,6 +246,36 @@ class EngineLayout:
     def window_key(self, subject: str, window: Window) -> str:
         return self.key(subject, f"{window.kind}:{window.label}")
 
+    def _keys(self, subjects: tuple[str, ...], day: Window, month: Window) -> list[str]:
+        """reserve.lua's keys for these subjects and windows, made once and kept."""
+        cache = self.__dict__.setdefault("_key_cache", {})
+        found = cache.get((subjects, day.label, month.label))
+        if found is None:
+            found = []
+            for each in subjects:
+                found += [
+                    self.key(each, "rate"),
+                    self.key(each, "lease"),
+                    self.window_key(each, day),
+                    self.window_key(each, month),
+                    self.key(each, "hold"),
+                ]
+            if len(cache) >= KEY_CACHE_SIZE:
+                cache.clear()
+            cache[(subjects, day.label, month.label)] = found
+        return found  # type: ignore[no-any-return]
+
+    def _windows(self, clock_us: int, time_zone: str) -> tuple[Window, Window]:
+        """The day and month around `clock_us`, worked out again only when it leaves them."""
+        cache = self.__dict__.setdefault("_window_cache", {})
+        found = cache.get(time_zone)
+        if found is not None:
+            day, month = found
+            if day.start_us <= clock_us < day.end_us and month.start_us <= clock_us < month.end_us:
+                return found  # type: ignore[no-any-return]
+        windows = cache[time_zone] = current_windows(clock_us, time_zone)
+        return windows
+
     def _member(self, lease: bool, requests: int, tokens: int, spend: int) -> str:
         if min(requests, tokens, spend) < 0:
             raise ValueError("A reservation cannot ask for negative amounts.")
@@ -293,7 +327,15 @@ class EngineLayout:
         The `levels` are decided in the same script call, all or nothing: their keys must
         share the first subject's hash tag (see `key`)."""
         clock_us = int((time.time() if now is None else now) * 1_000_000)
-        day, month = current_windows(clock_us, policy.time_zone)
+        day, month = self._windows(clock_us, policy.time_zone)
+        plan = _plan(policy)
+        if levels:
+            subjects = (subject, *(level.subject for level in levels))
+            tail: list[Any] = [WINDOW_GRACE_US, *plan.args]
+            for level in levels:
+                tail += _plan(level.policy).args
+        else:
+            subjects, tail = (subject,), [WINDOW_GRACE_US, *plan.args]
         head = [
             "" if now is None else clock_us,
             requests,
@@ -305,20 +347,9 @@ class EngineLayout:
             int(policy.track_usage),
             int(policy.rehydrate),
         ]
-        plan = _plan(policy)
-        subjects = (subject, *(level.subject for level in levels))
-        tail = [WINDOW_GRACE_US, plan.arg, *(_plan(level.policy).arg for level in levels)]
 
         for _attempt in range(4):
-            keys: list[str] = []
-            for each in subjects:
-                keys += [
-                    self.key(each, "rate"),
-                    self.key(each, "lease"),
-                    self.window_key(each, day),
-                    self.window_key(each, month),
-                    self.key(each, "hold"),
-                ]
+            keys = self._keys(subjects, day, month)
             args = [*head, day.start_us, day.end_us, month.start_us, month.end_us, *tail]
             values, held_ms = yield ("reserve", keys, args)
             status, now_us = values[0], values[3]

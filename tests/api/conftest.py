@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -110,3 +111,14 @@ def ledger(user: Any, **filters: Any) -> dict[str, int]:
         denied=Sum("denied"),
     )
     return {name: value or 0 for name, value in totals.items()}
+
+
+def settled_ledger(user: Any, requests: int, **filters: Any) -> dict[str, int]:
+    """The ledger once `requests` calls are settled: a server settles a completion after
+    sending its answer, so the client may read the ledger first."""
+    deadline = time.monotonic() + 10
+    while True:
+        book = ledger(user, **filters)
+        if book["requests"] >= requests or time.monotonic() > deadline:
+            return book
+        time.sleep(0.01)

@@ -20,7 +20,7 @@ from quotas.models import UsageRecord
 from quotas.services import service
 from quotas.tokens import count_prompt_tokens
 
-from .conftest import ledger
+from .conftest import ledger, settled_ledger
 
 URL = "/v1/chat/completions"
 HELLO = [{"role": "user", "content": "Hello there"}]
@@ -58,7 +58,7 @@ def test_sdk_completion(make_caller, sdk, mock) -> None:
     assert usage.completion_tokens == 12
     assert usage.total_tokens == usage.prompt_tokens + 12
     assert mock.calls == 1
-    assert ledger(caller.user, model="gpt-4o") == {
+    assert settled_ledger(caller.user, 1, model="gpt-4o") == {
         "requests": 1,
         "prompt": usage.prompt_tokens,
         "completion": 12,
@@ -97,7 +97,7 @@ def test_sdk_rate_limit_error_when_the_burst_is_used_up(make_caller, sdk, mock) 
     retry_after = int(error.response.headers["retry-after"])
     assert 1 <= retry_after <= 60
     assert mock.calls == 2
-    book = ledger(caller.user)
+    book = settled_ledger(caller.user, 2)
     assert (book["requests"], book["denied"]) == (2, 1)
 
 
@@ -162,7 +162,7 @@ def test_sdk_retries_a_rate_429_and_gets_through(make_caller, retrying_sdk, mock
     reply = client.chat.completions.create(model="gpt-4o-mini", messages=HELLO, max_tokens=5)
 
     assert reply.choices[0].message.content
-    book = ledger(caller.user)
+    book = settled_ledger(caller.user, 2)
     assert book["requests"] == 2
     assert book["denied"] >= 1  # refused first, then retried by the SDK
     assert mock.calls == 2
@@ -209,7 +209,7 @@ def test_concurrent_requests_never_overspend_the_day_budget(make_caller, sdk, mo
 
     spent = sum(served)
     assert spent <= 2000
-    book = ledger(caller.user)
+    book = settled_ledger(caller.user, len(served))
     assert book["prompt"] + book["completion"] == spent
     assert (book["requests"], book["denied"]) == (len(served), len(denied))
 

@@ -73,6 +73,21 @@ def _burst(n: int, fn: Any, threads: int = 8) -> None:
         list(pool.map(lambda i: fn(i), range(n)))
 
 
+def settled_totals(user: Any, served: int) -> dict[str, Any]:
+    """The user's ledger totals once `served` answers are settled (a completion is settled
+    after its answer is sent)."""
+    deadline = time.monotonic() + 10
+    while True:
+        totals = UsageRecord.objects.filter(user=user).aggregate(
+            requests=Sum("requests"),
+            prompt=Sum("prompt_tokens"),
+            completion=Sum("completion_tokens"),
+        )
+        if (totals["requests"] or 0) >= served or time.monotonic() > deadline:
+            return totals
+        time.sleep(0.05)
+
+
 def test_faults_never_answer_500_never_overspend_never_lose_ledger_rows(
     fault_redis, app_servers, tier_user
 ):
@@ -110,9 +125,7 @@ def test_faults_never_answer_500_never_overspend_never_lose_ledger_rows(
         if tally.statuses.get(429, 0) >= 10:
             break
 
-    totals = UsageRecord.objects.filter(user=user).aggregate(
-        requests=Sum("requests"), prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens")
-    )
+    totals = settled_totals(user, tally.served)
     spent = (totals["prompt"] or 0) + (totals["completion"] or 0)
     overspend = max(0, spent - TOKENS_PER_DAY)
     lost = tally.served - (totals["requests"] or 0)

@@ -19,10 +19,12 @@
 -- ARGV[10..11]  start, end (us) of the day window; ARGV[12..13] of the month window
 -- ARGV[14]      grace (us): how long a window hash outlives its window, and an expired
 --               lease stays in the lease set (no longer counted) for a late settle
--- ARGV[15..]    per subject, its limits: "code,amount,burst,interval_us;" each (codes: rr
---               rt dr dt ds mr mt ms cc)
+-- ARGV[15..]    per subject, its limits at fixed positions: n, then 4 values per limit:
+--               code (rr rt dr dt ds mr mt ms cc), amount, burst, interval (us)
 --
--- Expiries are set relative to `now`, so a clock given in ARGV[1] ages keys consistently.
+-- Expiries are set relative to `now`, so a clock given in ARGV[1] ages keys consistently. A
+-- window hash gets its expiry once, when it is made (here or by seed.lua): it ends at a
+-- fixed time, so later writes keep it.
 --
 -- Returns integers: status, denied, retry_after_us, now_us, then for each subject what its
 -- limits were decided on, as they stood before this ask: the day's requests, tokens, spend,
@@ -65,23 +67,22 @@ local nsubjects = #KEYS / 5
 -- hash the script or the seed writes holds r, t and s, so a missing r means a missing hash.
 local subjects = {}
 local missing = false
+local pos = 15
 for j = 1, nsubjects do
   local k = 5 * (j - 1)
+  local n = tonumber(ARGV[pos])
   local s = {rate = KEYS[k + 1], lease = KEYS[k + 2], dkey = KEYS[k + 3], mkey = KEYS[k + 4],
     hold = KEYS[k + 5], uses_day = track, uses_month = track, rated = false, leased = false,
-    codes = {}, amounts = {}, bursts = {}, intervals = {}, n = 0,
-    d = {0, 0, 0}, m = {0, 0, 0}, dmiss = false, mmiss = false,
+    first = pos + 1, n = n, d = {0, 0, 0}, m = {0, 0, 0}, dmiss = false, mmiss = false,
     tat_r = 0, tat_t = 0, leases = 0, lease_wait = 0}
-  for code, amount, burst, interval in string.gmatch(ARGV[14 + j], '(%a%a),(%d+),(%d+),(%d+);') do
-    local n = s.n + 1
-    s.n = n
-    s.codes[n], s.amounts[n], s.bursts[n], s.intervals[n] = code, tonumber(amount), tonumber(burst), tonumber(interval)
-    local period = string.byte(code, 1)
+  for i = pos + 1, pos + 4 * n, 4 do
+    local period = string.byte(ARGV[i], 1)
     if period == 100 then s.uses_day = true          -- d
     elseif period == 109 then s.uses_month = true    -- m
     elseif period == 114 then s.rated = true         -- r
     else s.leased = true end                         -- c
   end
+  pos = pos + 1 + 4 * n
   if s.uses_day then
     local v = redis.call('HMGET', s.dkey, 'r', 't', 's')
     s.dmiss = not v[1]
@@ -120,18 +121,19 @@ for j = 1, nsubjects do
     retry, denied = held * 1000, 0  -- on hold: no limit is to blame, unless one waits longer
   end
   for i = 1, s.n do
-    local code, amount = s.codes[i], s.amounts[i]
-    local period, field = string.byte(code, 1), string.byte(code, 2)
+    local at = s.first + 4 * (i - 1)
+    local amount = tonumber(ARGV[at + 1])
+    local period, field = string.byte(ARGV[at], 1, 2)
     local wait = 0
     if period == 114 then  -- r: GCRA
       local cost, tat = ask_r, s.tat_r
       if field == 116 then cost, tat = ask_t, s.tat_t end
-      local T = s.intervals[i] / amount
+      local T = tonumber(ARGV[at + 3]) / amount
       if tat < now then tat = now end
       -- Rounded down: a stored TAT never runs ahead of the exact one, else with a fractional
       -- T the rounding adds up over a burst and its last slot is refused.
       local new_tat = math.floor(tat + T * cost)
-      local allow_at = new_tat - T * s.bursts[i]
+      local allow_at = new_tat - T * tonumber(ARGV[at + 2])
       if allow_at > now then
         wait = allow_at - now
       elseif field == 116 then
@@ -179,7 +181,7 @@ if retry > 0 then
       local s = subjects[j]
       if s.uses_day then
         redis.call('HINCRBY', s.dkey, 'x', 1)
-        if not seed then redis.call('PEXPIRE', s.dkey, math.ceil((dend + grace - now) / 1000)) end
+        if s.dmiss then redis.call('PEXPIRE', s.dkey, math.ceil((dend + grace - now) / 1000)) end
       end
     end
   end
@@ -204,12 +206,12 @@ for j = 1, nsubjects do
   local d, m = s.d, s.m
   if s.uses_day then
     redis.call('HSET', s.dkey, 'r', d[1] + ask_r, 't', d[2] + ask_t, 's', d[3] + ask_s)
-    -- A seeded hash already expires after its window; others get their expiry here.
-    if not seed then redis.call('PEXPIRE', s.dkey, math.ceil((dend + grace - now) / 1000)) end
+    -- A hash that was there (seeded, or made here) already expires after its window.
+    if s.dmiss then redis.call('PEXPIRE', s.dkey, math.ceil((dend + grace - now) / 1000)) end
   end
   if s.uses_month then
     redis.call('HSET', s.mkey, 'r', m[1] + ask_r, 't', m[2] + ask_t, 's', m[3] + ask_s)
-    if not seed then redis.call('PEXPIRE', s.mkey, math.ceil((mend + grace - now) / 1000)) end
+    if s.mmiss then redis.call('PEXPIRE', s.mkey, math.ceil((mend + grace - now) / 1000)) end
   end
   if member ~= '' then
     -- Expired leases no longer count, but are kept for `grace` so a late settle still
