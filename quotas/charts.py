@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
 # viewBox width, height; room left (value labels), right, above, below (date labels)
 LARGE = (400, 190, 52, 8, 12, 22)
 SMALL = (120, 24, 0, 0, 1, 1)
@@ -47,6 +50,52 @@ class Chart:
     peak: str
     total: str
     small: bool
+
+    def svg(self) -> SafeString:
+        """The chart as a figure with inline SVG (built here: a template per bar is slow)."""
+        parts = [
+            f'<figure class="quotas-chart{" quotas-chart-small" if self.small else ""}">',
+        ]
+        if not self.small:
+            limit = f" · {escape(self.limit_label)}" if self.limit_label else ""
+            parts.append(
+                f"<figcaption>{escape(self.label.capitalize())} · total {escape(self.total)}"
+                f" · peak {escape(self.peak)}{limit}</figcaption>"
+            )
+        parts.append(
+            f'<svg viewBox="0 0 {self.width} {self.height}" width="{self.width}" '
+            f'height="{self.height}" role="img" '
+            f'aria-label="{escape(self.label)}: total {escape(self.total)}">'
+        )
+        for tick in self.values:
+            parts.append(
+                f'<line class="quotas-gridline" x1="{self.left}" x2="{self.right}" '
+                f'y1="{tick.at}" y2="{tick.at}"></line><text class="quotas-value" '
+                f'x="{self.left - 4}" y="{tick.at}" dy="4" text-anchor="end">'
+                f"{escape(tick.label)}</text>"
+            )
+        for bar in self.bars:
+            parts.append(
+                f'<rect x="{bar.x}" y="{bar.y}" width="{bar.width}" height="{bar.height}">'
+                f"<title>{escape(bar.title)}</title></rect>"
+            )
+        parts.append(
+            f'<line class="quotas-axis" x1="{self.left}" x2="{self.right}" '
+            f'y1="{self.baseline}" y2="{self.baseline}"></line>'
+        )
+        if self.limit_y is not None:
+            parts.append(
+                f'<line class="quotas-limit-line" x1="{self.left}" x2="{self.right}" '
+                f'y1="{self.limit_y}" y2="{self.limit_y}"><title>{escape(self.limit_label)}'
+                "</title></line>"
+            )
+        for tick in self.dates:
+            parts.append(
+                f'<text class="quotas-date" x="{tick.at}" y="{self.height - 5}" '
+                f'text-anchor="middle">{escape(tick.label)}</text>'
+            )
+        parts.append("</svg></figure>")
+        return mark_safe("".join(parts))  # every text above is escaped
 
 
 def usd(amount: Decimal | int | None) -> str:

@@ -9,8 +9,9 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import Q, Sum
+from django.db.models import Sum
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
 from . import ledger, services, standing
 from .charts import Chart, bar_chart, usd
@@ -58,6 +59,41 @@ class Meter:
     @property
     def width(self) -> int:
         return max(0, min(100, self.percent or 0))
+
+    def html(self) -> SafeString:
+        """The meter as `quotas/meter.html` shows it (built here: the users table has
+        hundreds)."""
+        if self.limit is not None:
+            boost = format_html('<span class="quotas-boost">{}</span>', self.boost)
+            inner = format_html(
+                '<span class="quotas-figures"><span class="quotas-used">{}</span> / '
+                '<span class="quotas-limit">{}</span></span>{}<span class="quotas-gauge">'
+                '<span class="quotas-bar" role="progressbar" aria-label="{}" '
+                'aria-valuenow="{}" aria-valuemin="0" aria-valuemax="100">'
+                '<span style="width: {}%"></span></span>'
+                '<span class="quotas-percent">{}%</span></span>',
+                self.used,
+                self.limit,
+                boost if self.boost else "",
+                self.label,
+                self.width,
+                self.width,
+                self.percent,
+            )
+        elif self.used:
+            inner = format_html(
+                '<span class="quotas-figures"><span class="quotas-used">{}</span></span>'
+                '<span class="quotas-nolimit">no limit</span>',
+                self.used,
+            )
+        else:
+            inner = format_html('<span class="quotas-nolimit">no limit</span>')
+        return format_html(
+            '<div class="quotas-meter quotas-{}" data-limit="{}">{}</div>',
+            self.level,
+            self.name,
+            inner,
+        )
 
 
 def _meter(
@@ -253,52 +289,64 @@ COLUMNS = {
 SUMS = tuple(COLUMNS)
 
 
-def _sums(**only: Q) -> dict[str, Any]:
-    """Ledger totals, one set per named filter, in one query."""
-    return {
-        f"{period}_{name}": Sum(COLUMNS[name], filter=where)
-        for period, where in only.items()
-        for name in SUMS
-    }
-
-
-def _totals(today: date, first: date, last: date, start: date, end: date) -> list[Any]:
-    periods = {
-        "today": Q(day=today),
-        "month": Q(day__gte=first, day__lte=last),
-        "range": Q(day__gte=start, day__lte=end),
-    }
+def _site(
+    today: date, first: date, last: date, start: date, end: date
+) -> tuple[list[Any], list[Chart], list[Any]]:
+    """The totals of today, this month and the range, the site's charts and the range's
+    figures by model: from the ledger's sums per day and model, one query."""
     since, until = min(first, start, today), max(last, end, today)
-    sums = UsageRecord.objects.filter(day__gte=since, day__lte=until).aggregate(**_sums(**periods))
-    return [
-        (caption, period, _shown({name: sums[f"{period}_{name}"] for name in SUMS}))
-        for caption, period in (("Today", "today"), ("This month", "month"), ("Range", "range"))
-    ]
-
-
-def _breakdowns(today: date, start: date, end: date, total_cost: Decimal) -> dict[str, Any]:
-    # Annotated from a dict of sums, which the type checker's plugin cannot follow.
-    in_range: Any = UsageRecord.objects.filter(day__gte=start, day__lte=end)
+    per_day: Any = UsageRecord.objects.filter(day__gte=since, day__lte=until)
     sums = {name: Sum(COLUMNS[name]) for name in SUMS}
-    top = [
-        _shown(row)
-        for row in in_range.values("user_id", "user__username")
-        .annotate(**sums)
-        .filter(spent__gt=0)
-        .order_by("-spent", "user__username")[:TOP]
+    by_day: dict[date, dict[str, Any]] = {}
+    by_model: dict[str, dict[str, Any]] = {}
+    for row in per_day.values("day", "model").annotate(**sums).order_by():
+        sums_of_day = by_day.setdefault(row["day"], dict.fromkeys(SUMS, 0))
+        for name in SUMS:
+            sums_of_day[name] += row[name] or 0
+        if start <= row["day"] <= end:
+            model = by_model.setdefault(
+                row["model"], {"model": row["model"], **dict.fromkeys(SUMS, 0)}
+            )
+            for name in SUMS:
+                model[name] += row[name] or 0
+
+    def total(first_day: date, last_day: date) -> dict[str, Any]:
+        rows = [row for day, row in by_day.items() if first_day <= day <= last_day]
+        return _shown({name: sum(r[name] or 0 for r in rows) for name in SUMS})
+
+    totals = [
+        ("Today", "today", total(today, today)),
+        ("This month", "month", total(first, last)),
+        ("Range", "range", total(start, end)),
     ]
+    days = _days(start, end)
+    empty = {"requests": 0, "total_tokens": 0, "cost": Decimal(0), "denied": 0}
+    rows = []
+    for day in days:
+        row = by_day.get(day)
+        if row is None:
+            rows.append(empty)
+            continue
+        shown = _shown(row)
+        rows.append({**shown, "total_tokens": shown["tokens"]})
+    models = sorted((_shown(m) for m in by_model.values()), key=lambda m: (-m["cost"], m["model"]))
+    return totals, _charts(days, rows), models
+
+
+def _rank(name: str) -> Any:
+    return lambda row: row[f"by_{name}"]
+
+
+def _breakdowns(
+    today: date, start: date, end: date, total_cost: Decimal, models: list[Any]
+) -> dict[str, Any]:
+    leaders = [_shown(row) for row in standing.leaders(start, end, today, TOP)]
+    top = sorted((r for r in leaders if r["by_spend"] <= TOP and r["cost"]), key=_rank("spend"))
     for row in top:
         row["share"] = f"{row['cost'] * 100 / total_cost:.1f}%" if total_cost else "-"
-    denied = [
-        _shown(row)
-        for row in in_range.values("user_id", "user__username")
-        .annotate(**sums, today=Sum("denied", filter=Q(day=today)))
-        .filter(refused__gt=0)
-        .order_by("-refused", "user__username")[:TOP]
-    ]
-    models = [
-        _shown(row) for row in in_range.values("model").annotate(**sums).order_by("-spent", "model")
-    ]
+    denied = sorted(
+        (r for r in leaders if r["by_denied"] <= TOP and r["denied"]), key=_rank("denied")
+    )
     by_level: Any = LevelUsage.objects.filter(level__startswith="k:", day__gte=start, day__lte=end)
     key_rows = (
         by_level.values("level")
@@ -382,8 +430,7 @@ def dashboard(params: Any) -> dict[str, Any]:
     )
     sparklines = _sparklines([r["user_id"] for r in found.rows], today)
     rows = [(row, _meters_of(row), sparklines[row["user_id"]]) for row in found.rows]
-    totals = _totals(today, first, last, start, end)
-    days = _days(start, end)
+    totals, site_charts, models = _site(today, first, last, start, end)
     pages = max(1, -(-found.matched // PER_PAGE))
     counts = [
         {
@@ -391,8 +438,8 @@ def dashboard(params: Any) -> dict[str, Any]:
             "label": label,
             "over": found.over[name],
             "near": found.near[name],
-            "over_url": link(params, state="over", limit=name if name != "any" else None),
-            "near_url": link(params, state="near", limit=name if name != "any" else None),
+            "over_url": link(params, **ALL_USERS, state="over", limit=_limit(name)),
+            "near_url": link(params, **ALL_USERS, state="near", limit=_limit(name)),
         }
         for name, label in (
             ("any", "Any limit"),
@@ -420,11 +467,11 @@ def dashboard(params: Any) -> dict[str, Any]:
         "previous_url": link(params, page=number - 1) if number > 1 else "",
         "next_url": link(params, page=number + 1) if number < pages else "",
         "counts": counts,
-        "blocked_url": link(params, state="blocked", limit=None),
+        "blocked_url": link(params, **ALL_USERS, state="blocked", limit=None),
         "clear_url": link(params, state=None, limit=None, tier=None, team=None, q=None),
         "headers": headers(params, sort),
-        "site_charts": _charts(days, _by_day(days)),
-        **_breakdowns(today, start, end, totals[2][2]["cost"]),
+        "site_charts": site_charts,
+        **_breakdowns(today, start, end, totals[2][2]["cost"], models),
     }
 
 
@@ -452,6 +499,14 @@ def headers(params: Any, sort: str) -> list[dict[str, str]]:
         arrow = (" ↓" if descending else " ↑") if current else ""
         out.append({"key": key, "label": label, "url": link(params, sort=target), "arrow": arrow})
     return out
+
+
+# The counts are over every user: their links drop the table's other filters.
+ALL_USERS: dict[str, Any] = {"q": None, "tier": None, "team": None}
+
+
+def _limit(name: str) -> str | None:
+    return None if name == "any" else name
 
 
 def _known(value: str, ids: set[int]) -> int | None:

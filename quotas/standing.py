@@ -230,3 +230,33 @@ def standing(
         row["worst_percent"] = int(row["worst"]) if row["worst"] >= 0 else None
         out.rows.append(row)
     return out
+
+
+def leaders(first: date, last: date, today: date, top: int) -> list[dict[str, Any]]:
+    """The `top` users by spend and the `top` by denied requests in [first, last], in one
+    pass over the ledger: each row says its ranks (`by_spend`, `by_denied`)."""
+    t = _tables()
+    sql = f"""
+WITH per_user AS (
+  SELECT user_id, SUM(requests) AS calls, SUM(prompt_tokens) AS prompt,
+    SUM(completion_tokens) AS completion, SUM(cost) AS spent, SUM(denied) AS refused,
+    SUM(CASE WHEN day = %(today)s THEN denied ELSE 0 END) AS today
+  FROM {t["ledger"]} WHERE day >= %(first)s AND day <= %(last)s GROUP BY user_id
+), ranked AS (
+  SELECT per_user.*,
+    ROW_NUMBER() OVER (ORDER BY spent DESC, user_id) AS by_spend,
+    ROW_NUMBER() OVER (ORDER BY refused DESC, user_id) AS by_denied
+  FROM per_user
+)
+SELECT ranked.*, u.{t["username"]} AS user__username FROM ranked
+JOIN {t["user"]} u ON u.{t["user_pk"]} = ranked.user_id
+WHERE (by_spend <= %(top)s AND spent > 0) OR (by_denied <= %(top)s AND refused > 0)
+"""
+    params: dict[str, Any] = {"first": first, "last": last, "today": today, "top": top}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        names = [column[0] for column in cursor.description]
+        rows = [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
+    for row in rows:
+        row["spent"] = _money(row["spent"])
+    return rows
