@@ -90,9 +90,11 @@ class Chart:
                 "</title></line>"
             )
         for tick in self.dates:
+            end = tick.at > self.right - 20  # the last date ends at the right edge
             parts.append(
-                f'<text class="quotas-date" x="{tick.at}" y="{self.height - 5}" '
-                f'text-anchor="middle">{escape(tick.label)}</text>'
+                f'<text class="quotas-date" x="{self.right if end else tick.at}" '
+                f'y="{self.height - 5}" text-anchor="{"end" if end else "middle"}">'
+                f"{escape(tick.label)}</text>"
             )
         parts.append("</svg></figure>")
         return mark_safe("".join(parts))  # every text above is escaped

@@ -11,7 +11,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db.models import Sum
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 
 from . import ledger, services, standing
 from .charts import Chart, bar_chart, usd
@@ -87,7 +87,7 @@ class Meter:
                 self.used,
             )
         else:
-            inner = format_html('<span class="quotas-nolimit">no limit</span>')
+            inner = mark_safe('<span class="quotas-nolimit">no limit</span>')  # a constant
         return format_html(
             '<div class="quotas-meter quotas-{}" data-limit="{}">{}</div>',
             self.level,

@@ -210,6 +210,7 @@ def test_dashboard_shows_the_ledger_every_user_over_and_sorts(
         page.wait_for_selector("#users")
         assert page.url.endswith("/admin/quotas/usagerecord/dashboard/")
         assert not overflows(page)
+        shoot(page, f"dashboard-{width}")
 
         page.fill("#quotas-q", "ada")
         page.click("#users input[type=submit]")
@@ -244,7 +245,6 @@ def test_dashboard_shows_the_ledger_every_user_over_and_sorts(
 
         over = page.locator('#limits tr[data-limit="tokens_per_day"] [data-figure="over"]')
         assert over.inner_text() == "60"  # all of them, not a sample
-        shoot(page, f"dashboard-{width}")
 
         over.click()
         page.wait_for_selector("#users")
