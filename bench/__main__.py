@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 OUT = Path(__file__).resolve().parent / "results"
 PEERS = ("django", "djangorestframework", "django-redis", "limits", "django-ratelimit", "redis")
-SECTIONS = ("decision", "exactness", "memory", "e2e", "streams")
+SECTIONS = ("decision", "exactness", "memory", "e2e", "streams", "dashboard")
 
 # Tiny counts for a quick check that everything runs; the figures mean nothing.
 QUICK = {
@@ -24,6 +24,7 @@ QUICK = {
     "memory": {"users": 2, "requests": 5},
     "e2e": {"requests": 40, "rounds": 2, "latency_requests": 10},
     "streams": {"sizes": (5,), "first": 0.2, "chunks": 5, "seconds": 0.5},
+    "dashboard": {"users": 30, "rows": 300, "rounds": 2},
 }
 
 
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(redis_url: str, args: argparse.Namespace) -> int:
     from quotas.engine import connect
 
-    from . import decision, e2e, exactness, memory, report, streams, targets
+    from . import dashboard, decision, e2e, exactness, memory, report, streams, targets
     from .django_env import configure
 
     configure(redis_url)
@@ -95,6 +96,7 @@ def run(redis_url: str, args: argparse.Namespace) -> int:
     runners = {"decision": decision.run, "exactness": exactness.run, "memory": memory.run}
     runners["e2e"] = e2e.run
     runners["streams"] = streams.run
+    runners["dashboard"] = dashboard.run
     results: dict[str, Any] = {"meta": meta(redis_url, client), "seconds": {}}
     results["meta"]["private_redis"] = args.redis_url is None
     for section in args.only:

@@ -170,6 +170,29 @@ def _streams(streams: dict[str, Any]) -> list[str]:
     ]
 
 
+def _dashboard(dashboard: dict[str, Any]) -> list[str]:
+    table = [
+        [
+            page["page"],
+            f"{page['cold_ms']:,.0f}",
+            f"{page['warm_median_ms']:,.0f}",
+            f"{page['warm_max_ms']:,.0f}",
+            str(page["queries"]),
+        ]
+        for page in dashboard["pages"]
+    ]
+    return [
+        "## 6. The admin's usage dashboard",
+        "",
+        f"{dashboard['users']:,} users and {dashboard['rows']:,} ledger rows on "
+        f"{dashboard['database']}; a superuser's request through Django's test client. Cold: "
+        f"the first request on a new database connection with the quota cache empty; warm: "
+        f"{dashboard['rounds']} more.",
+        "",
+        *_table(["page", "cold ms", "warm median ms", "warm max ms", "SQL queries"], table),
+    ]
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
     lines = [
@@ -197,6 +220,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", *_e2e(results["e2e"])]
     if results.get("streams") is not None:
         lines += ["", *_streams(results["streams"])]
+    if results.get("dashboard") is not None:
+        lines += ["", *_dashboard(results["dashboard"])]
     pictures = [f"![{name}]({name}.png)" for name in results.get("plots", [])]
     if pictures:
         lines += ["", "## Plots", "", *pictures]

@@ -30,6 +30,12 @@ def _sizes(rows: list[dict[str, Any]]) -> str:
     return " / ".join(f"{row['limit']:,}" for row in rows)
 
 
+DASHBOARD_USERS = 5_000
+DASHBOARD_WARM_MS = 300
+DASHBOARD_COLD_MS = 1_000
+DASHBOARD_QUERIES = 15
+
+
 def check(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One entry per target: what it asks, what was measured, and whether it was met."""
     out = []
@@ -123,7 +129,33 @@ def check(results: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     out += _streams(results.get("streams"))
+    out += _dashboard(results.get("dashboard"))
     return out
+
+
+def _dashboard(dashboard: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The dashboard's targets, judged at full size only."""
+    if dashboard is None:
+        return []
+    pages = dashboard["pages"]
+    full = dashboard["users"] >= DASHBOARD_USERS
+    size = f"{dashboard['users']:,} users, {dashboard['rows']:,} rows"
+    warm = max(p["warm_median_ms"] for p in pages)
+    cold = max(p["cold_ms"] for p in pages)
+    queries = max(p["queries"] for p in pages)
+    return [
+        {
+            "target": f"Dashboard at {DASHBOARD_USERS:,} users: warm < {DASHBOARD_WARM_MS} ms, "
+            f"<= {DASHBOARD_QUERIES} queries",
+            "measured": f"warm median up to {warm:,.0f} ms, {queries} queries ({size})",
+            "met": (warm < DASHBOARD_WARM_MS and queries <= DASHBOARD_QUERIES) if full else None,
+        },
+        {
+            "target": f"... cold < {DASHBOARD_COLD_MS:,} ms",
+            "measured": f"up to {cold:,.0f} ms ({size})",
+            "met": cold < DASHBOARD_COLD_MS if full else None,
+        },
+    ]
 
 
 def _streams(streams: dict[str, Any] | None) -> list[dict[str, Any]]:

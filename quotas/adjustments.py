@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Sum
 
 from .conf import conf
 from .engine import current_windows
@@ -71,14 +72,18 @@ def grant_boost(
 
 
 def reset_today(user_id: int, *, created_by: Any = None, reason: str = "") -> QuotaAdjustment:
-    """Give back what the user used today (boosts still unused are kept)."""
+    """Give back what the user used today: their day counts from 0 again, and today's
+    boosts still raise its limits."""
     day_window, _ = current_windows(int(time.time() * 1_000_000), conf.TIME_ZONE)
-    used = ledger_usage(user_id, day_window)
+    used = ledger_usage(user_id, day_window)  # less every adjustment of the day
+    boosts = QuotaAdjustment.objects.filter(
+        user_id=user_id, day=window_day(day_window), kind=QuotaAdjustment.BOOST
+    ).aggregate(requests=Sum("requests"), tokens=Sum("tokens"))
     return apply_adjustment(
         user_id,
         kind=QuotaAdjustment.RESET,
-        requests=max(0, used.requests),
-        tokens=max(0, used.tokens),
+        requests=max(0, used.requests + (boosts["requests"] or 0)),
+        tokens=max(0, used.tokens + (boosts["tokens"] or 0)),
         created_by=created_by,
         reason=reason,
     )

@@ -17,7 +17,7 @@ from django.urls import path, reverse
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey as LibraryAPIKey
 
-from . import admin_actions, dashboard
+from . import admin_actions, dashboard, key_secrets, ledger_filters
 from .models import (
     LAST_DEFAULT_DELETE,
     LAST_DEFAULT_UNSET,
@@ -191,6 +191,9 @@ else:
     QuotaUserAdminBase = BaseUserAdmin
 
 
+KEYS_SHOWN = 50
+
+
 @admin.register(User)
 class QuotaUserAdmin(QuotaUserAdminBase):
     """The project's user admin, with the quota inline, usage panel and counter actions."""
@@ -212,6 +215,10 @@ class QuotaUserAdmin(QuotaUserAdminBase):
         if user is not None and request.user.has_perm("quotas.view_usagerecord"):
             extra_context["quota_panel"] = dashboard.user_panel(user, history=True)
             extra_context["can_adjust"] = self.has_change_permission(request, user)
+        if user is not None and request.user.has_perm("quotas.view_apikey"):
+            keys = user.api_keys.order_by("-created")
+            extra_context["api_keys"] = keys[:KEYS_SHOWN]
+            extra_context["api_key_count"] = keys.count()
         return super().change_view(request, object_id, form_url, extra_context)
 
 
@@ -222,7 +229,8 @@ if admin.site.is_registered(LibraryAPIKey):
 
 @admin.register(APIKey)
 class APIKeyAdmin(APIKeyModelAdmin):
-    """Keys are created here and shown once, in a message; only their hash is stored."""
+    """Keys are created here and their secret shown once, on a page of its own; only
+    their hash is stored."""
 
     # The library's admin leaves these untyped, so mypy takes each tuple's length as its type.
     list_display = ("prefix", "user", "name", "created", "last_used_at", "expiry_date", "revoked")  # type: ignore[assignment]
@@ -242,9 +250,36 @@ class APIKeyAdmin(APIKeyModelAdmin):
         ),
     )
 
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is not None:
+            return self.fieldsets
+        _user_and_name, *rest = self.fieldsets
+        return (("New key", {"fields": ("user", "name", "expiry_date")}), *rest)
+
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         fields = (*super().get_readonly_fields(request, obj), "last_used_at")
         return (*fields, "user") if obj is not None else fields
+
+    def save_model(
+        self, request: HttpRequest, obj: Any, form: Any = None, change: bool = False
+    ) -> None:
+        if obj.pk:
+            obj.save()
+            return
+        secret = self.model.objects.assign_key(obj)
+        obj.save()
+        key_secrets.keep(request, obj.pk, secret)
+
+    def response_add(self, request: HttpRequest, obj: Any, post_url_continue: Any = None) -> Any:
+        return HttpResponseRedirect(reverse("admin:quotas_apikey_secret", args=[obj.pk]))
+
+    def get_urls(self) -> list[Any]:
+        view = self.admin_site.admin_view(self.secret_view)
+        secret = path("<path:object_id>/secret/", view, name="quotas_apikey_secret")
+        return [secret, *super().get_urls()]
+
+    def secret_view(self, request: HttpRequest, object_id: str) -> Any:
+        return key_secrets.secret_view(self, request, object_id)
 
     @admin.action(description="Revoke the selected keys", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: Any) -> None:
@@ -278,11 +313,7 @@ class UsageRecordAdmin(ReadOnlyAdmin):
         "cost",
         "denied",
     )
-    list_filter = (
-        ("user", admin.RelatedOnlyFieldListFilter),
-        "model",
-        "user__quota__tier",
-    )
+    list_filter = (ledger_filters.UserFilter, "model", "user__quota__tier")
     list_select_related = ("user",)
     date_hierarchy = "day"
     search_fields = ("user__username", "model")

@@ -43,8 +43,24 @@ def _apply(model_admin: Any, request: HttpRequest, queryset: Any, change: Any, d
         model_admin.message_user(request, UNREACHABLE, messages.WARNING)
 
 
-@admin.action(description="Reset today's counters", permissions=["change"])
+def _confirm_context(model_admin: Any, request: HttpRequest, queryset: Any) -> dict[str, Any]:
+    return {
+        **model_admin.admin_site.each_context(request),
+        "opts": model_admin.model._meta,
+        "users": queryset,
+        "selected": request.POST.getlist(ACTION_CHECKBOX_NAME),
+        "next": request.POST.get("next", ""),
+        "action_checkbox_name": ACTION_CHECKBOX_NAME,
+    }
+
+
+@admin.action(description="Reset today's counters…", permissions=["change"])
 def reset_today(model_admin: Any, request: HttpRequest, queryset: Any) -> HttpResponse | None:
+    """Asks first (a page listing the users), then gives back what they used today."""
+    if "apply" not in request.POST:
+        context = {**_confirm_context(model_admin, request, queryset), "title": "Reset today"}
+        return TemplateResponse(request, "admin/quotas/reset_confirm.html", context)
+
     def change(user: Any) -> None:
         adjustments.reset_today(user.pk, created_by=request.user, reason="Reset in the admin")
 
@@ -95,21 +111,16 @@ def grant_boost(model_admin: Any, request: HttpRequest, queryset: Any) -> HttpRe
         _apply(model_admin, request, queryset, change, done)
         return _back(request)
     context = {
-        **model_admin.admin_site.each_context(request),
+        **_confirm_context(model_admin, request, queryset),
         "title": "Grant a temporary boost",
-        "opts": model_admin.model._meta,
         "form": form,
-        "users": queryset,
-        "selected": request.POST.getlist(ACTION_CHECKBOX_NAME),
-        "next": request.POST.get("next", ""),
-        "action_checkbox_name": ACTION_CHECKBOX_NAME,
     }
     return TemplateResponse(request, "admin/quotas/boost_form.html", context)
 
 
 def dashboard_view(model_admin: Any, request: HttpRequest) -> HttpResponse:
-    """The usage dashboard: live limits per user, top spenders, denials, the last 30 days."""
-    figures = dashboard.dashboard(request.GET.get("page", 1), request.GET.get("q", "").strip())
+    """The usage dashboard: every user against their limits, totals, charts, breakdowns."""
+    figures = dashboard.dashboard(request.GET)
     context = {
         **model_admin.admin_site.each_context(request),
         **figures,

@@ -343,7 +343,9 @@ def _take(call: MeteredCall, catalogue: dict[str, AIModel]) -> Generator[TakeSte
             # Running low: give this back and take the cheaper fallback's price instead.
             if grant is not None:
                 yield ("refund", grant)
-            decision, grant = yield attempt(fallback)
+            decision, grant = yield attempt(fallback, record_denial=False)
+            if grant is None:  # counted against the model the caller asked for
+                yield ("record_denial", (decision, plan.model.name))
         elif grant is None:
             yield ("record_denial", (decision, plan.model.name))
     call.decision, call.grant = decision, grant

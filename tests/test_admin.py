@@ -216,21 +216,40 @@ class TestUserPage:
 
 
 class TestAPIKeys:
-    def test_created_key_is_shown_once_and_stored_hashed(self, admin_client, ada):
-        response = admin_client.post(
-            reverse("admin:quotas_apikey_add"), {"name": "laptop", "user": ada.pk}, follow=True
-        )
-        [message] = [m for m in messages_of(response) if " is: " in m]
-        key = message.split(" is: ")[1].split(". ")[0]
+    def test_created_key_is_shown_once_on_its_own_page_and_stored_hashed(self, admin_client, ada):
+        add = reverse("admin:quotas_apikey_add")
+        form = admin_client.get(add).content.decode()
+        assert form.index('name="user"') < form.index('name="name"')  # User first
+        response = admin_client.post(add, {"name": "laptop", "user": ada.pk})
         api_key = APIKey.objects.get(name="laptop")
-        assert api_key.user == ada and key.startswith(api_key.prefix + ".")
-        assert key not in api_key.hashed_key and api_key.is_valid(key)
+        secret_url = reverse("admin:quotas_apikey_secret", args=[api_key.pk])
+        assert response.status_code == 302 and response["Location"] == secret_url
+        assert "messages" not in response.cookies  # the secret travels in no cookie
+
+        page = admin_client.get(secret_url)
+        assert "no-store" in page["Cache-Control"]
+        html = page.content.decode()
+        key = html.split('<code id="api-key-secret">')[1].split("</code>")[0]
+        assert 'id="api-key-copy"' in html
+        assert key.startswith(api_key.prefix + ".") and api_key.is_valid(key)
+        assert api_key.user == ada and key not in api_key.hashed_key
+        again = admin_client.get(secret_url, follow=True)
+        assert key not in again.content.decode()
+        assert "shown once already" in " ".join(messages_of(again))
         page = admin_client.get(reverse("admin:quotas_apikey_change", args=[api_key.pk]))
         assert key not in page.content.decode()
 
         client = APIClient()
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
         assert client.get("/v1/quota").status_code == 200
+
+    def test_a_users_keys_are_listed_on_their_page(self, admin_client, ada):
+        APIKey.objects.create_key(user=ada, name="laptop")
+        APIKey.objects.create_key(user=ada, name="ci", revoked=True)
+        html = admin_client.get(reverse("admin:auth_user_change", args=[ada.pk])).content.decode()
+        keys = html.split('id="user-api-keys"')[1]
+        assert "laptop" in keys and "ci" in keys and "revoked" in keys
+        assert f"{reverse('admin:quotas_apikey_add')}?user={ada.pk}" in keys
 
     def test_list_and_revoke_action(self, admin_client, ada):
         api_key, key = APIKey.objects.create_key(user=ada, name="ci")
@@ -273,7 +292,17 @@ class TestLedger:
         assert shown(user__quota__tier__id__exact=ada.quota.tier_id) == ["ada"]
         assert shown(model="gpt-4o-mini") == ["bob"]
         assert shown(user__id__exact=bob.pk) == ["bob"]
+        assert shown(user="bob") == ["bob"]
+        assert shown(user="nobody") == []
         assert shown(q="ada") == ["ada"]
+
+    def test_the_user_filter_is_a_search_box_not_a_link_per_user(self, admin_client, ada):
+        User.objects.bulk_create(User(username=f"u{n}") for n in range(300))
+        UsageRecord.objects.bulk_create(
+            UsageRecord(user=u, day="2026-01-02", model="m") for u in User.objects.all()
+        )
+        html = admin_client.get(reverse("admin:quotas_usagerecord_changelist")).content.decode()
+        assert 'name="user"' in html and "?user__id__exact=" not in html
 
 
 @pytest.mark.django_db(transaction=True)  # counters are corrected once committed
@@ -304,13 +333,19 @@ class TestCounterActions:
         use(ada, 300)
         assert not can_use(ada, 1)
 
-        admin_client.post(url, {"action": "reset_today", "_selected_action": [ada.pk]})
-        assert can_use(ada, 1000) and not can_use(ada, 1001)
+        confirm = admin_client.post(url, {"action": "reset_today", "_selected_action": [ada.pk]})
+        assert confirm.status_code == 200 and b"Yes, reset today" in confirm.content
+        assert not can_use(ada, 1)  # asking is not doing
+        admin_client.post(
+            url, {"action": "reset_today", "_selected_action": [ada.pk], "apply": "1"}
+        )
+        # the day counts from 0 again, under the limit today's boost raised
+        assert can_use(ada, 1300) and not can_use(ada, 1301)
 
         rows = QuotaAdjustment.objects.filter(user=ada).order_by("created_at")
         assert [(r.kind, r.tokens, r.requests, r.created_by) for r in rows] == [
             ("boost", 300, 0, admin_user),
-            ("reset", 1000, 2, admin_user),
+            ("reset", 1300, 2, admin_user),
         ]
         assert rows[0].reason == "demo day"
 
@@ -319,7 +354,7 @@ class TestCounterActions:
         engine_factory.reset_engines()
         response = admin_client.post(
             reverse(self.changelist),
-            {"action": "reset_today", "_selected_action": [ada.pk]},
+            {"action": "reset_today", "_selected_action": [ada.pk], "apply": "1"},
             follow=True,
         )
         assert "unreachable" in " ".join(messages_of(response))
@@ -337,14 +372,19 @@ class TestCounterActions:
         page = reverse("admin:auth_user_change", args=[ada.pk])
         response = admin_client.post(
             reverse(self.changelist),
-            {"action": "reset_today", "_selected_action": [ada.pk], "next": page},
+            {"action": "reset_today", "_selected_action": [ada.pk], "next": page, "apply": "1"},
         )
         assert response.status_code == 302 and response["Location"] == page
 
     def test_elsewhere_is_not_followed(self, admin_client, ada):
         response = admin_client.post(
             reverse(self.changelist),
-            {"action": "reset_today", "_selected_action": [ada.pk], "next": "https://evil.test/"},
+            {
+                "action": "reset_today",
+                "_selected_action": [ada.pk],
+                "next": "https://evil.test/",
+                "apply": "1",
+            },
         )
         assert response["Location"] != "https://evil.test/"
 

@@ -99,3 +99,21 @@ def test_concurrent_streams_figures(bench_redis, tmp_path):
     results["targets"] = targets.check(results)
     report.write(results, tmp_path)
     assert "Concurrent slow streams" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.django_db
+def test_dashboard_figures_and_report(bench_redis, tmp_path):
+    from bench import dashboard
+
+    result = dashboard.run(bench_redis, users=30, rows=300, rounds=2, own_database=False, log=quiet)
+
+    assert (result["users"], result["rows"]) == (31, 300)  # and the superuser
+    assert [page["page"] for page in result["pages"]] == list(dashboard.PAGES)
+    assert all(page["status"] == 200 and page["queries"] <= 15 for page in result["pages"])
+    results = {"meta": {"command": "-", "date": "-", "machine": "-", "redis": "-"}}
+    results["meta"].update(redis_url="-", load_before="-", load_after="-", versions="-")
+    results["dashboard"] = result
+    results["targets"] = targets.check(results)
+    assert [t["met"] for t in results["targets"]][-2:] == [None, None]  # too small to judge
+    report.write(results, tmp_path)
+    assert "The admin's usage dashboard" in (tmp_path / "results.md").read_text()

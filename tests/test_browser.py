@@ -167,41 +167,68 @@ def ledger(user, **days) -> dict:
     return {"tokens": totals["prompt"] + totals["completion"], "cost": totals["cost"]}
 
 
-def test_dashboard_and_user_page_show_the_ledger_and_quota_figures(
-    browser, live_server, admin_user, usage
+def log_in(page, base_url: str, user) -> None:
+    page.goto(f"{base_url}/admin/login/?next=/admin/quotas/")
+    page.fill("#id_username", user.username)
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url("**/admin/quotas/")
+
+
+def overflows(page) -> bool:
+    """Whether the page itself scrolls sideways (tables may scroll in their own box)."""
+    return page.evaluate("document.documentElement.scrollWidth > window.innerWidth + 1")
+
+
+def shoot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_dashboard_shows_the_ledger_every_user_over_and_sorts(
+    browser, live_server, admin_user, usage, width
 ):
     ada, day = usage["ada"], today()[0]
     report = quota_of(live_server.url, usage["key"])  # before the pages: it counts a request
     ada_today, ada_month = ledger(ada, day=day), ledger(ada, day__gte=usage["first"])
     assert report["limits"]["tokens_per_day"]["used"] == ada_today["tokens"]
-    assert report["limits"]["tokens_per_month"]["used"] == ada_month["tokens"]
+    # 60 more trial users over their 2,000 tokens a day: every one is counted
+    trial = Tier.objects.get(slug="trial")
+    User = get_user_model()
+    crowd = User.objects.bulk_create(User(username=f"over{n:02}") for n in range(60))
+    UserQuota.objects.bulk_create(UserQuota(user=u, tier=trial) for u in crowd)
+    UsageRecord.objects.bulk_create(
+        UsageRecord(user=u, day=day, model="gpt-4o-mini", requests=1, prompt_tokens=2_000 + n)
+        for n, u in enumerate(crowd)
+    )
 
-    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    page = browser.new_page(viewport={"width": width, "height": 900})
     try:
-        page.goto(f"{live_server.url}/admin/login/?next=/admin/quotas/")
-        page.fill("#id_username", admin_user.username)
-        page.fill("#id_password", PASSWORD)
-        page.click("input[type=submit]")
+        log_in(page, live_server.url, admin_user)
         page.click("text=Usage dashboard")  # linked from the app's admin index
         page.wait_for_selector("#users")
         assert page.url.endswith("/admin/quotas/usagerecord/dashboard/")
+        assert not overflows(page)
+        shoot(page, f"dashboard-{width}")
 
+        page.fill("#quotas-q", "ada")
+        page.click("#users input[type=submit]")
+        page.wait_for_url("**q=ada**")
         row = page.locator('#users tr[data-user="ada"]')
 
         def cell(limit: str, part: str) -> str:
             return row.locator(f'[data-limit="{limit}"] .quotas-{part}').inner_text()
 
         limits = report["limits"]
-        assert cell("tokens_per_day", "used") == f"{limits['tokens_per_day']['used']:,}"
+        assert cell("tokens_per_day", "used") == f"{ada_today['tokens']:,}"
         assert cell("tokens_per_day", "limit") == f"{limits['tokens_per_day']['limit']:,}"
         assert cell("tokens_per_month", "used") == f"{ada_month['tokens']:,}"
-        assert cell("requests_per_day", "used") == str(limits["requests_per_day"]["used"])
-        assert usd(cell("spend_per_month", "used")) == Decimal(limits["spend_per_month"]["used"])
         assert usd(cell("spend_per_month", "used")) == ada_month["cost"]
-        percent = limits["tokens_per_day"]["used"] * 100 // limits["tokens_per_day"]["limit"]
+        percent = ada_today["tokens"] * 100 // limits["tokens_per_day"]["limit"]
         assert cell("tokens_per_day", "percent") == f"{percent}%"
 
-        today_card = page.locator("#totals-1")
+        today_card = page.locator("#totals-today")
         site_today = UsageRecord.objects.filter(day=day).aggregate(
             p=Sum("prompt_tokens"), c=Sum("completion_tokens"), d=Sum("denied")
         )
@@ -212,33 +239,90 @@ def test_dashboard_and_user_page_show_the_ledger_and_quota_figures(
         denied_row = page.locator('#denied tr[data-user="bob"]')
         assert denied_row.locator('[data-figure="denied-today"]').inner_text() == "2"
         top = page.locator('#top-spenders tr[data-user="ada"] [data-figure="spend"]')
-        assert usd(top.inner_text()) == ada_month["cost"]
-        assert page.locator("#alerts").get_by_text("bob").count() >= 1
-        assert page.locator(".quotas-site svg rect").count() == 60
+        assert usd(top.inner_text()) == ledger(ada, day__gte=day - timedelta(days=29))["cost"]
+        assert page.locator("#site svg").count() == 4
+        assert page.locator("#site .quotas-gridline").count() == 20
 
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        over = page.locator('#limits tr[data-limit="tokens_per_day"] [data-figure="over"]')
+        assert over.inner_text() == "60"  # all of them, not a sample
 
-        page.click('#users tr[data-user="ada"] a')
+        over.click()
+        page.wait_for_selector("#users")
+        assert page.locator('#users [data-figure="matched"]').inner_text() == "60"
+
+        page.goto(f"{live_server.url}/admin/quotas/usagerecord/dashboard/")
+        page.click('#users th[data-sort="tokens_per_day"] a')
+        page.wait_for_url("**sort=-tokens_per_day**")
+        names = page.locator("#users tbody tr").evaluate_all(
+            "rows => rows.map(r => r.dataset.user)"
+        )
+        assert names[:3] == ["over59", "over58", "over57"]  # highest percent first
+        page.click('#users th[data-sort="tokens_per_day"] a')  # again: lowest first
+        page.wait_for_url("**sort=tokens_per_day**")
+        first = page.locator("#users tbody tr").first.get_attribute("data-user")
+        assert first in ("dave", "admin")
+    finally:
+        page.close()
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_user_page_boost_reset_and_keys(browser, live_server, admin_user, usage, width):
+    ada, day = usage["ada"], today()[0]
+    ada_today = ledger(ada, day=day)
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    try:
+        log_in(page, live_server.url, admin_user)
+        page.goto(f"{live_server.url}/admin/auth/user/{ada.pk}/change/")
         panel = page.locator("#quota-panel")
         panel.wait_for()
-        used = panel.locator('[data-limit="tokens_per_day"] .quotas-used').inner_text()
-        assert used == f"{ada_today['tokens']:,}"
-        assert panel.locator("svg rect").count() == 60
-        page.screenshot(path=str(ARTIFACTS / "user.png"), full_page=True)
+        tokens = panel.locator('[data-limit="tokens_per_day"]')
+        assert tokens.locator(".quotas-used").inner_text() == f"{ada_today['tokens']:,}"
+        assert panel.locator("svg").count() == 4
+        assert panel.locator(".quotas-limit-line").count() >= 2  # requests and tokens a day
+        assert "laptop" in page.locator("#user-api-keys").inner_text()
+        assert not overflows(page)
+        shoot(page, f"user-{width}")
 
         page.click("text=Grant a temporary boost")
         page.fill("#id_tokens", "5000")
         page.click("input[name=apply]")
         page.wait_for_selector("#quota-panel")  # back on ada's page
         assert "Boost of 5,000 tokens" in page.locator(".messagelist").inner_text()
-        used = panel.locator('[data-limit="tokens_per_day"] .quotas-used').inner_text()
-        assert used == f"{ada_today['tokens'] - 5000:,}"
+        assert tokens.locator(".quotas-used").inner_text() == f"{ada_today['tokens']:,}"
+        assert tokens.locator(".quotas-limit").inner_text() == "25,000"
+        assert tokens.locator(".quotas-boost").inner_text() == "+5,000 boost today"
+
         page.click("text=Reset today's counters")
+        confirm = page.locator("input[name=apply]")
+        assert confirm.get_attribute("value") == "Yes, reset today's counters"
+        assert tokens.count() == 0  # a page asking first, the counters untouched
+        assert "ada" in page.locator("#reset-users").inner_text()
+        page.click("input[name=apply]")
         page.wait_for_selector("#quota-panel")
-        assert panel.locator('[data-limit="tokens_per_day"] .quotas-used').inner_text() == "0"
+        assert tokens.locator(".quotas-used").inner_text() == "0"
+        assert tokens.locator(".quotas-limit").inner_text() == "25,000"
         kinds = QuotaAdjustment.objects.filter(user=ada, created_by=admin_user)
         assert sorted(kinds.values_list("kind", flat=True)) == ["boost", "reset"]
+        page.goto(f"{live_server.url}/admin/quotas/usagerecord/dashboard/?q=ada")
+        row = page.locator('#users tr[data-user="ada"] [data-limit="tokens_per_day"]')
+        assert row.locator(".quotas-used").inner_text() == "0"  # cleared here too
+
+        page.goto(f"{live_server.url}/admin/auth/user/{ada.pk}/change/")
+        page.click("text=Add a key for this user")
+        page.fill("#id_name", f"phone-{width}")
+        page.click("input[name=_save]")
+        secret = page.locator("#api-key-secret")
+        secret.wait_for()
+        key = secret.inner_text()
+        font = secret.evaluate("e => getComputedStyle(e).fontFamily")
+        assert "mono" in font.lower() or "consolas" in font.lower()
+        assert page.locator("#api-key-copy").is_visible()
+        assert APIKey.objects.get(name=f"phone-{width}").is_valid(key)
+        assert all(key not in c["value"] for c in page.context.cookies())
+        assert not overflows(page)
+        shoot(page, f"key-{width}")
+        page.reload()
+        assert key not in page.content()
     finally:
         page.close()
 

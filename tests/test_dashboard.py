@@ -5,13 +5,14 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.http import QueryDict
 from django.urls import reverse
 from rest_framework.test import APIClient
 
 from quotas import dashboard, engine_factory
 from quotas.charts import bar_chart, usd
 from quotas.ledger import today
-from quotas.models import APIKey, Tier, UsageRecord, UserQuota
+from quotas.models import APIKey, Team, Tier, UsageRecord, UserQuota
 from quotas.policy import quota_for_user
 from quotas.services import service
 
@@ -77,6 +78,16 @@ class TestMeters:
             "$1,234.50",
         ]
 
+    def test_a_boost_is_a_raised_limit_never_negative_usage(self):
+        # the counters hold usage less the boost: 1,000 tokens given, none used yet
+        meter = dashboard._meter("tokens_per_day", "T", False, -1000, 400, boost=1000)
+        assert (meter.used, meter.limit, meter.boost) == ("0", "1,400", "+1,000 boost today")
+        assert (meter.percent, meter.width, meter.level) == (0, 0, "ok")
+
+    def test_bars_are_clamped(self):
+        assert dashboard._meter("t", "T", False, 5000, 1000).width == 100
+        assert dashboard._meter("t", "T", False, -5, 1000).width == 0
+
     def test_a_zero_limit_is_over(self):
         assert dashboard._meter("t", "T", False, 0, 0).level == "over"
 
@@ -100,7 +111,26 @@ class TestUserPanel:
         report = client.get("/v1/quota").json()
         assert report["limits"]["tokens_per_day"]["used"] == 500
         assert report["limits"]["spend_per_month"]["used"] == "0.250000"
-        assert panel.chart is not None and panel.chart.bars[-1].title.endswith("500 tokens")
+        requests, tokens, spend_chart, denied = panel.charts
+        assert tokens.bars[-1].title.endswith("500 tokens")
+        assert tokens.limit_label == "limit 1,000" and tokens.limit_y is not None
+        assert requests.limit_label == "limit 100" and spend_chart.limit_y is None
+        assert denied.bars[-1].title.endswith("1 denied requests")
+
+    def test_a_boost_shows_as_a_raised_limit(self, ada):
+        from quotas.adjustments import grant_boost
+
+        grant_boost(ada.pk, tokens=1000, requests=5)
+        service.correct_counters(ada.pk)  # as the commit of the adjustment does
+        meters = {m.name: m for m in dashboard.user_panel(ada).meters}
+        day = meters["tokens_per_day"]
+        assert (day.used, day.limit, day.boost, day.percent) == (
+            "0",
+            "2,000",
+            "+1,000 boost today",
+            0,
+        )
+        assert (meters["requests_per_day"].limit, meters["tokens_per_month"].boost) == ("105", "")
 
     def test_near_and_over_limits_are_alerts(self, ada):
         spend(ada, 850, 0)
@@ -117,7 +147,7 @@ class TestUserPanel:
         assert panel.meters == [] and "unreachable" in panel.error
 
 
-def test_the_dashboard_tries_a_dead_redis_once(ada, settings, monkeypatch):
+def test_the_dashboard_needs_no_redis(ada, settings, monkeypatch):
     spend(ada, 10, 10)
     get_user_model().objects.create_user("bob")
     settings.QUOTAS = {**settings.QUOTAS, "REDIS_URL": "redis://127.0.0.1:1/0"}
@@ -125,9 +155,41 @@ def test_the_dashboard_tries_a_dead_redis_once(ada, settings, monkeypatch):
     calls = []
     usage = service.usage
     monkeypatch.setattr(service, "usage", lambda *a: calls.append(a) or usage(*a))
-    figures = dashboard.dashboard()
-    assert figures["unreachable"] and len(calls) == 1
-    assert dict(figures["totals"])["Today"]["tokens"] == 20  # the ledger is still read
+    figures = dashboard.dashboard(QueryDict())
+    assert calls == []  # the whole dashboard comes from the database
+    assert figures["totals"][0][2]["tokens"] == 20
+
+
+def figures(**params):
+    query = QueryDict(mutable=True)
+    query.update(params)
+    return dashboard.dashboard(query)
+
+
+def ledger_row(user, tokens: int, day=None, cost="0", requests=1, model="gpt-4o-mini", **more):
+    return UsageRecord(
+        user=user,
+        day=day or today()[0],
+        model=model,
+        requests=requests,
+        prompt_tokens=tokens,
+        cost=Decimal(cost),
+        **more,
+    )
+
+
+@pytest.fixture
+def crowd():
+    """120 users on a 1,000 tokens a day tier: 45 over, 30 near, 45 under."""
+    tier = Tier.objects.create(slug="crowd", name="Crowd", tokens_per_day=1000, is_default=False)
+    User = get_user_model()
+    users = User.objects.bulk_create(User(username=f"u{n:03}") for n in range(120))
+    UserQuota.objects.bulk_create(UserQuota(user=u, tier=tier) for u in users)
+    used = [1000 + n for n in range(45)] + [800 + n for n in range(30)] + [n for n in range(45)]
+    UsageRecord.objects.bulk_create(
+        ledger_row(u, tokens, cost="0.01") for u, tokens in zip(users, used, strict=True)
+    )
+    return tier, users
 
 
 class TestDashboard:
@@ -137,56 +199,142 @@ class TestDashboard:
         spend(bob, 40, 40, cost_micros=30_000)
         deny(bob, 50)
         deny(bob, 50)
-        figures = dashboard.dashboard()
-        today_total = dict(figures["totals"])["Today"]
+        shown = figures()
+        caption, _, today_total = shown["totals"][0]
+        assert caption == "Today"
         assert (today_total["requests"], today_total["tokens"], today_total["denied"]) == (
             2,
             230,
             2,
         )
         assert today_total["cost_display"] == "$0.04"
-        assert [r["username"] for r in figures["top_spenders"]] == ["bob", "ada"]
-        assert [r["share"] for r in figures["top_spenders"]] == [75, 25]
-        assert [(r["username"], r["denied"], r["today"]) for r in figures["denied"]] == [
+        assert [r["user__username"] for r in shown["top_spenders"]] == ["bob", "ada"]
+        assert [r["share"] for r in shown["top_spenders"]] == ["75.0%", "25.0%"]
+        assert [(r["user__username"], r["denied"], r["today"]) for r in shown["denied"]] == [
             ("bob", 2, 2)
         ]
-        assert [(p.user.username, m.name) for p, m in figures["alerts"]] == [
-            ("bob", "tokens_per_day")
+        assert [(r["model"], r["requests"], r["denied"]) for r in shown["by_model"]] == [
+            ("gpt-4o-mini", 2, 2)
         ]
 
-    def test_users_with_usage_come_first_fifty_per_page(self, ada):
-        User = get_user_model()
-        User.objects.bulk_create(User(username=f"user{n:03}") for n in range(60))
-        spend(ada, 10, 10)
-        figures = dashboard.dashboard()
-        assert figures["page"].paginator.count == 61
-        assert len(figures["rows"]) == dashboard.PER_PAGE
-        assert figures["rows"][0][0].user == ada
-        assert len(dashboard.dashboard(page_number=2)["rows"]) == 11
-        assert [p.user.username for p, _ in dashboard.dashboard(search="user05")["rows"]] == [
-            f"user05{n}" for n in range(10)
-        ]
+    def test_over_and_near_are_counted_over_every_user(self, crowd):
+        shown = figures()
+        counts = {c["name"]: c for c in shown["counts"]}
+        assert (counts["tokens_per_day"]["over"], counts["tokens_per_day"]["near"]) == (45, 30)
+        assert (counts["any"]["over"], counts["any"]["near"]) == (45, 30)
+        assert counts["requests_per_day"]["over"] == 0
+        over = figures(state="over", limit="tokens_per_day")
+        assert over["standing"].matched == 45 and len(over["rows"]) == 45
+        assert figures(state="near")["standing"].matched == 30
+        assert "state=over" in counts["tokens_per_day"]["over_url"]
 
-    def test_site_chart_covers_thirty_days(self, ada):
+    def test_the_table_pages_and_sorts_by_percent_of_limit(self, crowd):
+        shown = figures()
+        assert shown["standing"].matched == 120 and len(shown["rows"]) == dashboard.PER_PAGE
+        worst = [row["worst_percent"] for row, _, _ in shown["rows"]]
+        assert worst == sorted(worst, reverse=True) and worst[0] == 104
+        assert len(figures(page="3")["rows"]) == 20
+        ascending = figures(sort="tokens_per_day")["rows"]
+        assert [r["tokens_per_day_used"] for r, _, _ in ascending[:3]] == [0, 1, 2]
+        by_name = figures(sort="-user")["rows"]
+        assert by_name[0][0]["username"] == "u119"
+        assert figures(sort="nonsense", page="x")["sort"] == "-worst"
+
+    def test_filters_by_tier_team_search_and_blocked(self, crowd, ada):
+        tier, users = crowd
+        team = Team.objects.create(slug="red", name="Red")
+        UserQuota.objects.filter(user__in=users[:3]).update(team=team)
+        UserQuota.objects.filter(user=users[5]).update(blocked=True)
+        assert figures(tier=str(tier.pk))["standing"].matched == 120
+        assert [r["username"] for r, _, _ in figures(team=str(team.pk), sort="user")["rows"]] == [
+            "u000",
+            "u001",
+            "u002",
+        ]
+        assert [r["username"] for r, _, _ in figures(state="blocked")["rows"]] == ["u005"]
+        assert figures(q="U11")["standing"].matched == 10
+        assert figures(q="%")["standing"].matched == 0  # a wildcard is a character
+        assert figures(tier="999999")["filters"]["tier"] is None  # unknown: no filter
+        empty = figures(q="nobody")
+        assert empty["rows"] == [] and empty["counts"][0]["over"] == 45
+
+    def test_a_boost_raises_the_limit_and_a_reset_clears_the_day(self, crowd, admin_user):
+        from quotas.adjustments import grant_boost, reset_today
+
+        _, users = crowd
+        over = users[0]  # 1,000 of 1,000
+        grant_boost(over.pk, tokens=1000)
+        _, meters, _ = figures(q=over.username)["rows"][0]
+        day = {m.name: m for m in meters}["tokens_per_day"]
+        assert (day.used, day.limit, day.boost, day.level) == (
+            "1,000",
+            "2,000",
+            "+1,000 boost today",
+            "ok",
+        )
+        reset_today(over.pk)
+        _, meters, _ = figures(q=over.username)["rows"][0]
+        day = {m.name: m for m in meters}["tokens_per_day"]
+        assert (day.used, day.limit, day.percent, day.width) == ("0", "2,000", 0, 0)
+        assert {c["name"]: c for c in figures()["counts"]}["tokens_per_day"]["over"] == 44
+
+    def test_the_default_tier_applies_to_users_without_a_quota(self, db):
+        Tier.objects.update(is_default=False)
+        Tier.objects.create(slug="free", name="Free", tokens_per_month=100, is_default=True)
+        eve = get_user_model().objects.create_user("eve")
+        UsageRecord.objects.create(user=eve, day=today()[0], model="m", prompt_tokens=90)
+        row, meters, _ = figures()["rows"][0]
+        assert (row["tier"], row["worst_percent"]) == ("Free", 90)
+        assert {m.name: m.level for m in meters}["tokens_per_month"] == "near"
+
+    def test_date_range(self, ada):
         day, _, _ = today()
         UsageRecord.objects.create(
-            user=ada, day=day - timedelta(days=29), model="m", requests=1, prompt_tokens=400
+            user=ada, day=day - timedelta(days=40), model="m", requests=2, prompt_tokens=400
         )
         UsageRecord.objects.create(user=ada, day=day, model="m", requests=1, prompt_tokens=100)
-        chart = dashboard.dashboard()["site_chart"]
-        assert len(chart.bars) == 30
-        assert chart.bars[0].height == 4 * chart.bars[-1].height > 0
-        assert (chart.peak, chart.total) == ("400", "500")
+        shown = figures()
+        assert len(shown["site_charts"][1].bars) == 30 and shown["site_charts"][1].total == "100"
+        wide = figures(**{"from": (day - timedelta(days=59)).isoformat(), "to": day.isoformat()})
+        assert len(wide["site_charts"][1].bars) == 60 and wide["site_charts"][1].total == "500"
+        assert wide["totals"][2][2]["requests"] == 3 and wide["range_error"] == ""
+        for bad in ({"from": "yesterday"}, {"from": "2026-05-02", "to": "2026-05-01"}):
+            shown = figures(**bad)
+            assert shown["range_error"] and len(shown["site_charts"][0].bars) == 30
+        assert "at most" in figures(**{"from": "2020-01-01", "to": "2026-01-01"})["range_error"]
+
+    def test_keys_with_limits_are_broken_down(self, ada):
+        from quotas.models import LevelUsage
+
+        key, _ = APIKey.objects.create_key(user=ada, name="ci", tokens_per_day=100)
+        LevelUsage.objects.create(
+            level=f"k:{key.pk}", day=today()[0], model="m", requests=4, prompt_tokens=40
+        )
+        (row,) = figures()["by_key"]
+        assert (row["key"]["name"], row["requests"], row["tokens"]) == ("ci", 4, 40)
 
 
 class TestCharts:
-    def test_bars_are_scaled_to_the_peak(self):
+    def test_bars_stand_on_a_value_axis_with_gridlines(self):
         day, _, _ = today()
         days = [day - timedelta(days=1), day]
         chart = bar_chart(days, [Decimal("0.5"), Decimal("1")], "spend", money=True)
-        assert chart.bars[1].y == chart.height - 20 - chart.bars[1].height
+        assert [t.label for t in chart.values] == ["$0.00", "$0.25", "$0.50", "$0.75", "$1.00"]
+        assert chart.bars[1].y == chart.top and chart.bars[1].y + chart.bars[1].height == (
+            chart.baseline
+        )
         assert chart.bars[0].height * 2 == chart.bars[1].height
-        assert chart.total == "$1.50"
+        assert chart.total == "$1.50" and [d.label for d in chart.dates][-1] == day.strftime(
+            "%b %d"
+        )
+
+    def test_the_limit_line_fits_on_the_axis(self):
+        day, _, _ = today()
+        chart = bar_chart([day], [1200], "tokens", limit=20_000)
+        assert chart.values[-1].label == "20k" and chart.limit_y == chart.top
+        assert chart.limit_label == "limit 20,000"
+        above = bar_chart([day], [30_000], "tokens", limit=20_000)
+        assert above.limit_y is not None and above.limit_y > above.top
 
     def test_no_usage_draws_empty_bars(self):
         day, _, _ = today()
@@ -218,8 +366,9 @@ class TestDashboardPage:
 
         html = admin_client.get(reverse(DASHBOARD)).content.decode()
 
-        assert html.count('<dd data-figure="cached">256</dd>') == 2  # today, this month
-        assert html.count('<dd data-figure="reasoning">40</dd>') == 2
+        cards = '<span class="quotas-card-value" data-figure="{}">{}</span>'
+        assert html.count(cards.format("cached", 256)) == 3  # today, this month, the range
+        assert html.count(cards.format("reasoning", 40)) == 3
 
     def test_linked_from_the_app_index_and_the_ledger(self, admin_client):
         url = reverse(DASHBOARD)
@@ -235,3 +384,31 @@ class TestDashboardPage:
     def test_anonymous_is_sent_to_login(self, client):
         response = client.get(reverse(DASHBOARD))
         assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_the_dashboard_page_is_bounded_in_queries(
+    admin_client, crowd, django_assert_max_num_queries
+):
+    _, users = crowd
+    APIKey.objects.create_key(user=users[0], name="k", tokens_per_day=10)
+    admin_client.get(reverse(DASHBOARD))  # the session, caches and templates warm
+    with django_assert_max_num_queries(15):
+        response = admin_client.get(reverse(DASHBOARD) + "?sort=-tokens_per_day&state=over")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert html.count('<tr data-user="') >= dashboard.PER_PAGE
+
+
+def test_the_page_shows_counts_sort_links_and_separate_cards(admin_client, crowd):
+    html = admin_client.get(reverse(DASHBOARD)).content.decode()
+    assert 'data-figure="over" href="?state=over&amp;limit=tokens_per_day#users">45</a>' in html
+    assert 'href="?sort=-tokens_per_day#users">Tokens today' in html
+    assert '<span class="quotas-card-value" data-figure="spend">$1.20</span>' in html
+    assert '<span class="quotas-card-value" data-figure="tokens">' in html
+    assert "quotas-limit-line" not in html  # the site has no daily limit
+    assert 'class="quotas-gridline"' in html
+
+
+def test_bad_query_strings_are_not_errors(admin_client, crowd):
+    for query in ("page=-3", "page=abc", "sort=zzz", "tier=x&team=-1", "from=2026-13-01", "q=%25"):
+        assert admin_client.get(reverse(DASHBOARD) + "?" + query).status_code == 200

@@ -139,6 +139,26 @@ def test_running_low_serves_the_fallback(make_caller) -> None:
     assert call.model == "gpt-4o-mini"
 
 
+def test_a_denial_counts_against_the_model_asked_for(make_caller) -> None:
+    from quotas.models import UsageRecord
+
+    caller = make_caller(
+        tokens_per_day=1_000,
+        allowed=("gpt-4o", "gpt-4o-mini"),
+        default="gpt-4o",
+        fallback="gpt-4o-mini",
+        degrade_at_percent=50,
+    )
+    with quotas.reserve(caller.user, tokens=900) as call:
+        call.settle(prompt_tokens=900, completion_tokens=0)
+
+    with pytest.raises(quotas.QuotaExceeded):  # too big for the fallback too
+        quotas.reserve(caller.user, tokens=500)
+
+    denied = UsageRecord.objects.filter(user=caller.user, denied__gt=0)
+    assert list(denied.values_list("model", "denied")) == [("gpt-4o", 1)]
+
+
 def test_the_tier_caps_max_tokens(make_caller) -> None:
     caller = make_caller(max_tokens_per_request=64)
 
