@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import alerts, ledger_mode
+from . import alerts, ledger_mode, metrics
 from .conf import conf
 from .database import closing_connections, in_orm_thread
 from .engine import (
@@ -59,6 +60,20 @@ class Grant:
     degraded: bool = False  # reserved in the ledger while Redis was unreachable
     quota: Quota | None = None  # what the call was decided on (its alert thresholds)
     shadowed: str | None = None  # a soft tier's: the limit that would have refused it
+
+
+def _counted(
+    result: tuple[Decision, Grant | None], started: float
+) -> tuple[Decision, Grant | None]:
+    """`result`, counted in the metrics (outcome, the limit that refused, the time taken)."""
+    decision, grant = result
+    if grant is not None and grant.shadowed:
+        metrics.decided("soft", grant.shadowed, time.perf_counter() - started)
+    elif grant is not None:
+        metrics.decided("allowed", None, time.perf_counter() - started)
+    else:
+        metrics.decided("denied", decision.denied_by, time.perf_counter() - started)
+    return result
 
 
 def _unlimited(policy: Policy) -> Policy:
@@ -153,8 +168,9 @@ class QuotaService:
         """
         if quota.blocked or quota.no_tier:
             raise Blocked()
+        started = time.perf_counter()
         try:
-            return self._reserve(
+            result = self._reserve(
                 user_id,
                 quota,
                 model=model,
@@ -163,11 +179,15 @@ class QuotaService:
                 record=record_denial,
                 watch=watch,
             )
+            metrics.ledger_mode(False)
         except CountersUnavailable as exc:
+            metrics.redis_error("reserve")
             if not conf.FAIL_OPEN:
                 raise
             logger.warning("quotas: Redis unreachable (%s); budgets enforced from the ledger", exc)
-        return self._reserve_from_ledger(user_id, quota, model, tokens, spend, record_denial)
+            metrics.ledger_mode(True)
+            result = self._reserve_from_ledger(user_id, quota, model, tokens, spend, record_denial)
+        return _counted(result, started)
 
     def _reserve_from_ledger(
         self,
@@ -299,6 +319,7 @@ class QuotaService:
         # The engine seeds a missing window in a worker thread of its own.
         reservation["seeder"] = closing_connections(_seed_from_ledger)
         shadowed = None
+        started = time.perf_counter()
         try:
             decision = await get_async_engine().reserve(**reservation)
             if _may_shadow(quota, decision):
@@ -307,20 +328,24 @@ class QuotaService:
                     shadowed = decision.denied_by
                     decision = _shadowed(decision, shadow, tokens, spend)
         except CountersUnavailable as exc:
+            metrics.redis_error("reserve")
             if not conf.FAIL_OPEN:
                 raise
             logger.warning("quotas: Redis unreachable (%s); budgets enforced from the ledger", exc)
-            return await in_orm_thread(self._reserve_from_ledger)(
+            metrics.ledger_mode(True)
+            result = await in_orm_thread(self._reserve_from_ledger)(
                 user_id, quota, model, tokens, spend, record_denial
             )
+            return _counted(result, started)
+        metrics.ledger_mode(False)
         if not decision.allowed or decision.reservation is None:
             if record_denial:
                 await in_orm_thread(self.record_denial)(user_id, decision, model)
-            return decision, None
+            return _counted((decision, None), started)
         grant = Grant(
             user_id, model, decision, decision.reservation, quota=quota, shadowed=shadowed
         )
-        return decision, grant
+        return _counted((decision, grant), started)
 
     async def asettle(
         self,
@@ -360,6 +385,7 @@ class QuotaService:
                 grant.reservation, tokens=prompt_tokens + completion_tokens, spend=cost
             )
         except CountersUnavailable:
+            metrics.redis_error("settle")
             logger.warning("quotas: Redis unreachable at settle; counters re-seed from the ledger")
             ledger_mode.mark_dirty(grant.user_id)
             return
@@ -373,6 +399,7 @@ class QuotaService:
         try:
             await get_async_engine().refund(grant.reservation)
         except CountersUnavailable:
+            metrics.redis_error("refund")
             logger.warning("quotas: Redis unreachable at refund; the lease expires by itself")
             ledger_mode.mark_dirty(grant.user_id)
 
@@ -404,6 +431,8 @@ class QuotaService:
                 cost=cost,
                 **details,
             )
+            tier = grant.quota.tier_slug if grant.quota is not None else ""
+            metrics.settled(model or grant.model, tier, prompt_tokens + completion_tokens, cost)
             if self.screen_alerts(grant, prompt_tokens + completion_tokens, cost):
                 self.confirm_alerts(grant, prompt_tokens + completion_tokens, cost)
             return
@@ -423,6 +452,7 @@ class QuotaService:
             if grant.org is not None:
                 self.engine.settle(grant.org, tokens=0, spend=cost)
         except CountersUnavailable:
+            metrics.redis_error("settle")
             logger.warning("quotas: Redis unreachable at settle; counters re-seed from the ledger")
             ledger_mode.mark_dirty(grant.user_id)
             return
@@ -447,6 +477,7 @@ class QuotaService:
             if grant.org is not None:
                 self.engine.refund(grant.org)
         except CountersUnavailable:
+            metrics.redis_error("refund")
             logger.warning("quotas: Redis unreachable at refund; the lease expires by itself")
             ledger_mode.mark_dirty(grant.user_id)
 
@@ -549,6 +580,8 @@ class QuotaService:
         }
         levels = (subject for subject, _rates in grant.reservation.levels)
         book(grant.user_id, levels, window_day(grant.reservation.day), model, **amounts)
+        tier = grant.quota.tier_slug if grant.quota is not None else ""
+        metrics.settled(model, tier, prompt_tokens + completion_tokens, cost)
         return screen and self.screen_alerts(grant, prompt_tokens + completion_tokens, cost)
 
     def screen_alerts(self, grant: Grant, tokens: int, cost: int) -> bool:
