@@ -8,7 +8,7 @@ from datetime import date
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import F, Sum
+from django.db.models import F, QuerySet, Sum
 
 from .conf import conf
 from .engine import Usage, Window, current_windows
@@ -120,6 +120,21 @@ def ledger_rows(
     group_by: tuple[str, ...] = ("day",),
 ) -> list[dict[str, Any]]:
     """Ledger sums grouped by any of "day", "user", "model"; in that order, newest day first."""
+    return list(
+        ledger_query(
+            user_id=user_id, date_from=date_from, date_to=date_to, model=model, group_by=group_by
+        )
+    )
+
+
+def ledger_filter(
+    *,
+    user_id: int | None = None,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    model: str | None = None,
+) -> QuerySet[UsageRecord]:
+    """The ledger rows of a user, a date range and a model (each optional)."""
     rows = UsageRecord.objects.all()
     if user_id is not None:
         rows = rows.filter(user_id=user_id)
@@ -129,26 +144,36 @@ def ledger_rows(
         rows = rows.filter(day__lte=date_to)
     if model:
         rows = rows.filter(model=model)
+    return rows
+
+
+# The total first: annotated after them, the field names would be the sums' own.
+SUMS = {
+    "total_tokens": Sum(F("prompt_tokens") + F("completion_tokens")),
+    "requests": Sum("requests"),
+    "prompt_tokens": Sum("prompt_tokens"),
+    "completion_tokens": Sum("completion_tokens"),
+    "cached_tokens": Sum("cached_tokens"),
+    "reasoning_tokens": Sum("reasoning_tokens"),
+    "cost": Sum("cost"),
+    "denied": Sum("denied"),
+}
+
+
+def ledger_query(
+    *, group_by: tuple[str, ...] = ("day",), **filters: Any
+) -> QuerySet[UsageRecord, dict[str, Any]]:
+    """`ledger_rows` as one lazy query (to page through, or to stream)."""
+    rows = ledger_filter(**filters)
     columns = {"day": "day", "user": "user_id", "model": "model"}
     keys = [columns[name] for name in ("day", "user", "model") if name in group_by]
     if "user" in group_by:
         username = f"user__{get_user_model().USERNAME_FIELD}"
         rows = rows.annotate(username=F(username))
         keys.append("username")
-    sums = rows.values(*keys).annotate(
-        requests=Sum("requests"),
-        prompt_tokens=Sum("prompt_tokens"),
-        completion_tokens=Sum("completion_tokens"),
-        cached_tokens=Sum("cached_tokens"),
-        reasoning_tokens=Sum("reasoning_tokens"),
-        cost=Sum("cost"),
-        denied=Sum("denied"),
-    )
     order = [f"-{k}" if k == "day" else k for k in keys]
-    return [
-        {**row, "total_tokens": row["prompt_tokens"] + row["completion_tokens"]}
-        for row in sums.order_by(*order)
-    ]
+    grouped: QuerySet[UsageRecord, dict[str, Any]] = rows.values(*keys)
+    return grouped.annotate(**SUMS).order_by(*order)
 
 
 def token_details(user_id: int | None, window: Window | None) -> dict[str, int]:
