@@ -8,7 +8,7 @@ from datetime import date
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import F, QuerySet, Sum
+from django.db.models import F, Q, QuerySet, Sum
 
 from .conf import conf
 from .engine import Usage, Window, current_windows
@@ -56,6 +56,57 @@ def ledger_usage(user_id: int | None, window: Window) -> Usage:
         requests -= given["requests"] or 0
         tokens -= given["tokens"] or 0
     return Usage(requests=requests, tokens=tokens, spend=to_micros(totals["cost"] or 0))
+
+
+def ledger_usages(
+    user_ids: Iterable[int], day: Window, month: Window
+) -> dict[tuple[int, str], Usage]:
+    """`ledger_usage` of many users for the current day and month, in two queries: by
+    (user id, window label)."""
+    ids = list(user_ids)
+    first, last = window_days(month)
+    today = window_day(day)
+    if not first <= today <= last:
+        return {}  # a day of another month: read one by one
+    on_day = Q(day=today)
+    tokens = F("prompt_tokens") + F("completion_tokens")
+    rows = list(
+        UsageRecord.objects.filter(user_id__in=ids, day__gte=first, day__lte=last)
+        .values("user_id")
+        .annotate(
+            m_requests=Sum("requests"),
+            m_tokens=Sum(tokens),
+            m_cost=Sum("cost"),
+            d_requests=Sum("requests", filter=on_day),
+            d_tokens=Sum(tokens, filter=on_day),
+            d_cost=Sum("cost", filter=on_day),
+        )
+    )
+    given: dict[int, dict[str, Any]] = {
+        row["user_id"]: dict(row)
+        for row in QuotaAdjustment.objects.filter(user_id__in=ids, day=today)
+        .values("user_id")
+        .annotate(a_requests=Sum("requests"), a_tokens=Sum("tokens"))
+    }
+    out = {(user_id, w.label): Usage() for user_id in ids for w in (day, month)}
+    for row in rows:
+        user_id = row["user_id"]
+        adjusted: dict[str, Any] = given.get(user_id, {})
+        out[(user_id, month.label)] = Usage(
+            row["m_requests"] or 0, row["m_tokens"] or 0, to_micros(row["m_cost"] or 0)
+        )
+        out[(user_id, day.label)] = Usage(
+            (row["d_requests"] or 0) - (adjusted.get("a_requests") or 0),
+            (row["d_tokens"] or 0) - (adjusted.get("a_tokens") or 0),
+            to_micros(row["d_cost"] or 0),
+        )
+    used = {row["user_id"] for row in rows}
+    for user_id, adjusted in given.items():  # adjusted with no usage in the month
+        if user_id not in used:
+            out[(user_id, day.label)] = Usage(
+                -(adjusted["a_requests"] or 0), -(adjusted["a_tokens"] or 0), 0
+            )
+    return out
 
 
 def book(
