@@ -175,9 +175,9 @@ def reconcile(
 ) -> Iterator[WindowCheck]:
     """Every window check of every user, in order.
 
-    The ledger of `BATCH` users is read at once (three queries a batch); a user whose
-    counters look drifted against it is checked again alone, the ledger read while the
-    counters are watched, before anything is reported or repaired.
+    `BATCH` users are read at once (three queries and one Redis pipeline a batch); a user
+    whose counters look drifted, or are missing, is checked again alone, the ledger read
+    while the counters are watched, before anything is reported or repaired.
     """
     batch: list[tuple[int, str]] = []
     for user in users:
@@ -192,21 +192,36 @@ def reconcile(
 def _check_batch(
     engine: QuotaEngine, batch: list[tuple[int, str]], fix: bool
 ) -> Iterator[WindowCheck]:
+    """The batch's counters and leases read in one pipeline, against its ledger read in
+    three queries; a user with a window missing or drifted is checked alone."""
     ids = [user_id for user_id, _ in batch]
     teams = dict(UserQuota.objects.filter(user_id__in=ids).values_list("user_id", "team_id"))
-    day, month = current_windows(int(time.time() * 1_000_000), conf.TIME_ZONE)
-    known = ledger_usages(ids, day, month)
-    for user_id, username in batch:
-
-        def read(window: Window, user_id: int = user_id) -> Usage:
-            found = known.get((user_id, window.label))
-            return found if found is not None else ledger_usage(user_id, window)
-
-        def seed(window: Window, user_id: int = user_id) -> Usage:
-            return ledger_usage(user_id, window)
-
-        subject = user_subject(user_id, teams.get(user_id))
-        checks = check_subject(engine, subject, read, user_id, username, seed=seed)
-        if any(check.drifted for check in checks):
+    windows = current_windows(int(time.time() * 1_000_000), conf.TIME_ZONE)
+    known = ledger_usages(ids, *windows)
+    lease_us = int(conf.LEASE_SECONDS * 1_000_000)
+    subjects = [user_subject(user_id, teams.get(user_id)) for user_id in ids]
+    with engine.client.pipeline(transaction=False) as pipe:
+        for subject in subjects:
+            pipe.zrange(engine.key(subject, "lease"), 0, -1, withscores=True)
+            for window in windows:
+                pipe.hgetall(engine.window_key(subject, window))
+        replies = pipe.execute()
+    for i, (user_id, username) in enumerate(batch):
+        leases, *counters = replies[3 * i : 3 * i + 3]
+        ledgers = [known.get((user_id, window.label)) for window in windows]
+        checks = [
+            WindowCheck(
+                user_id,
+                username,
+                window,
+                counted(values),
+                ledger,
+                in_flight(leases, window, lease_us),
+            )
+            for window, values, ledger in zip(windows, counters, ledgers, strict=True)
+            if values and ledger is not None
+        ]
+        if len(checks) < len(windows) or any(check.drifted for check in checks):
+            # Missing (seeded as a decision would) or drifted: read again, exactly.
             checks = check_user(engine, user_id, username, fix=fix)
         yield from checks
