@@ -118,6 +118,14 @@ class TestTiers:
         )
         assert response.json()["error"]["param"] == "requests_per_minute"
 
+    def test_a_tier_may_be_soft(self, staff):
+        response = staff.post(
+            "/api/tiers/", {"slug": "trial", "name": "Trial", "soft": True}, format="json"
+        )
+        assert response.status_code == 201 and response.json()["soft"] is True
+        assert Tier.objects.get(slug="trial").soft
+        assert staff.get("/api/tiers/trial/").json()["soft"] is True
+
     def test_a_tier_in_use_is_not_deleted(self, staff, ada):
         tier = Tier.objects.create(slug="t", name="T")
         UserQuota.objects.create(user=ada, tier=tier)
