@@ -142,9 +142,19 @@ class QuotaService:
         policy = quota.policy(budgets=False, track_usage=track_usage)
         levels = quota.levels(subject, budgets=False) if track_usage else ()
         self.recover()
-        return self.engine.reserve(
-            subject, policy, now=self._now(), seeder=_seed_from_ledger, levels=levels
-        )
+        reservation: dict[str, Any] = {
+            "subject": subject,
+            "policy": policy,
+            "now": self._now(),
+            "seeder": _seed_from_ledger,
+            "levels": levels,
+        }
+        decision = self.engine.reserve(**reservation)
+        if _may_shadow(quota, decision):  # a soft tier: counted without its limits
+            shadow = self.engine.reserve(**_shadow_reservation(reservation))
+            if shadow.allowed:
+                decision = _shadowed(decision, shadow, 0, 0)
+        return decision
 
     # AI calls -----------------------------------------------------------------------
 
