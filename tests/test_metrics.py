@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
 
 import quotas
 from quotas.models import AIModel, Tier, UserQuota
@@ -68,7 +69,14 @@ def test_loopback_reads_the_metrics(client, user) -> None:
     assert 'quotas_decisions_total{limit="",outcome="allowed"}' in text
     assert "# TYPE quotas_redis_errors_total counter" in text
     assert "quotas_ledger_mode 0.0" in text
-    assert f"u:{user.pk}" not in text and "ada" not in text  # no user in any label
+    labels = {
+        value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        for value in sample.labels.values()
+    }
+    assert {"allowed", "gpt-4o-mini", "metered"} <= labels
+    assert not {f"u:{user.pk}", str(user.pk), "ada"} & labels  # no user in any label
 
 
 def test_other_addresses_are_refused_unless_allowed(client, settings, db) -> None:
