@@ -159,6 +159,10 @@ QUOTAS = {
     "UPSTREAM_TIMEOUT": float(os.environ.get("QUOTAS_UPSTREAM_TIMEOUT", "60")),
     "PROVIDER": os.environ.get("QUOTAS_PROVIDER", "openai"),
 }
+if os.environ.get("QUOTAS_METRICS_ALLOWED_NETWORKS"):
+    QUOTAS["METRICS_ALLOWED_NETWORKS"] = [
+        n.strip() for n in os.environ["QUOTAS_METRICS_ALLOWED_NETWORKS"].split(",") if n.strip()
+    ]
 if os.environ.get("QUOTAS_ORG_SPEND_PER_MONTH"):
     QUOTAS["ORG_SPEND_PER_MONTH"] = os.environ["QUOTAS_ORG_SPEND_PER_MONTH"]
 

@@ -5,6 +5,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from quotas.api.views import not_found
+from quotas.metrics import metrics_view
 
 from .views import home
 
@@ -16,4 +17,5 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/", include("quotas.api.staff_urls")),
+    path("metrics", metrics_view, name="metrics"),
 ]

@@ -56,6 +56,7 @@ class TierForm(TierFormBase):
             "name",
             "slug",
             "is_default",
+            "soft",
             *LIMIT_FIELDS,
             "allowed_models",
             "default_model",
@@ -88,7 +89,7 @@ class TierAdmin(TierAdminBase):
     prepopulated_fields = {"slug": ("name",)}
     filter_horizontal = ("allowed_models",)
     fieldsets = (
-        (None, {"fields": ("name", "slug", "is_default")}),
+        (None, {"fields": ("name", "slug", "is_default", "soft")}),
         ("Limits", {"fields": LIMIT_FIELDS, "description": "Empty means unlimited."}),
         (
             "Models",
@@ -361,3 +362,6 @@ class QuotaAdjustmentAdmin(ReadOnlyAdmin):
     list_select_related = ("user", "created_by")
     search_fields = ("user__username", "reason")
     date_hierarchy = "created_at"
+
+
+from . import alert_admin  # noqa: E402, F401  (registers the alert rules and alerts)

@@ -24,6 +24,7 @@ from .headers import rate_limit_headers
 from .models import AIModel, APIKey
 from .planning import MAX_TOKENS, Plan, plan_call
 from .services import Grant, service
+from .signals import quota_exceeded
 from .tokens import count_text_tokens
 from .usage import TokenUsage, normalise_usage
 
@@ -280,6 +281,9 @@ def reserve(
             elif step[0] == "refund":
                 service.refund(step[1])
                 reply = None
+            elif step[0] == "exceeded":
+                quota_exceeded.send(sender=MeteredCall, **step[1])
+                reply = None
             else:
                 service.record_denial(call.user_id, *step[1])
                 reply = None
@@ -308,7 +312,8 @@ def _planned(
 
 
 # What the fallback choice asks of the service: ("reserve", kwargs) -> (decision, grant),
-# ("refund", grant), ("record_denial", (decision, model)).
+# ("refund", grant), ("record_denial", (decision, model)), ("exceeded", the signal's
+# arguments: a refusal, or a soft tier's call let through).
 TakeStep = tuple[str, Any]
 
 
@@ -349,6 +354,12 @@ def _take(call: MeteredCall, catalogue: dict[str, AIModel]) -> Generator[TakeSte
         elif grant is None:
             yield ("record_denial", (decision, plan.model.name))
     call.decision, call.grant = decision, grant
+    if grant is None or grant.shadowed:
+        limit = decision.denied_by if grant is None else grant.shadowed
+        yield (
+            "exceeded",
+            {"user_id": call.user_id, "limit": limit, "decision": decision, "soft": bool(grant)},
+        )
     if grant is None:
         raise QuotaExceeded.from_decision(
             decision, limits=quota.named_limits(), asked=Usage(1, plan.worst_tokens, call.spend)
@@ -415,6 +426,9 @@ class AsyncMeteredCall:
                     reply = await service.areserve(call.user_id, call.quota, **step[1])
                 elif step[0] == "refund":
                     await service.arefund(step[1])
+                    reply = None
+                elif step[0] == "exceeded":
+                    await quota_exceeded.asend(sender=MeteredCall, **step[1])
                     reply = None
                 else:
                     await in_orm_thread(service.record_denial)(call.user_id, *step[1])

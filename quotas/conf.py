@@ -46,6 +46,25 @@ DEFAULTS: dict[str, Any] = {
     # "openai": the OpenAI SDK with OPENAI_API_KEY / OPENAI_BASE_URL (without a key, the
     # built-in mock only while DEBUG is on); "mock": always the built-in mock provider.
     "PROVIDER": "openai",
+    # Percents of a limit that alert when a tier or team has no alert rules of its own.
+    "ALERT_THRESHOLDS": (80, 100),
+    # Email an alert to the user it is about (when they have an address).
+    "ALERT_EMAIL_USER": True,
+    # Addresses that get every alert by email (staff).
+    "ALERT_EMAIL_STAFF": (),
+    # The sender of alert emails; None: settings.DEFAULT_FROM_EMAIL.
+    "ALERT_EMAIL_FROM": None,
+    # URLs every alert is POSTed to, signed with ALERT_WEBHOOK_SECRET.
+    "ALERT_WEBHOOKS": (),
+    "ALERT_WEBHOOK_SECRET": "",
+    # Seconds a webhook receiver may take to answer.
+    "ALERT_WEBHOOK_TIMEOUT": 10.0,
+    # Tries of one delivery before it is marked failed, and the first retry's delay in
+    # seconds (doubled after each failure, at most an hour).
+    "ALERT_MAX_ATTEMPTS": 8,
+    "ALERT_RETRY_SECONDS": 30.0,
+    # Addresses or networks allowed to read /metrics (loopback only by default).
+    "METRICS_ALLOWED_NETWORKS": ("127.0.0.0/8", "::1"),
 }
 
 PROVIDERS = ("openai", "mock")
@@ -140,6 +159,53 @@ class Settings:
     @property
     def PROVIDER(self) -> str:
         return str(self._get("PROVIDER"))
+
+    @property
+    def ALERT_THRESHOLDS(self) -> tuple[int, ...]:
+        return tuple(sorted({int(p) for p in self._get("ALERT_THRESHOLDS") or ()}))
+
+    @property
+    def ALERT_EMAIL_USER(self) -> bool:
+        return bool(self._get("ALERT_EMAIL_USER"))
+
+    @property
+    def ALERT_EMAIL_STAFF(self) -> tuple[str, ...]:
+        return _strings(self._get("ALERT_EMAIL_STAFF"))
+
+    @property
+    def ALERT_EMAIL_FROM(self) -> str | None:
+        value = self._get("ALERT_EMAIL_FROM")
+        return str(value) if value else None
+
+    @property
+    def ALERT_WEBHOOKS(self) -> tuple[str, ...]:
+        return _strings(self._get("ALERT_WEBHOOKS"))
+
+    @property
+    def ALERT_WEBHOOK_SECRET(self) -> str:
+        return str(self._get("ALERT_WEBHOOK_SECRET") or "")
+
+    @property
+    def ALERT_WEBHOOK_TIMEOUT(self) -> float:
+        return float(self._get("ALERT_WEBHOOK_TIMEOUT"))
+
+    @property
+    def ALERT_MAX_ATTEMPTS(self) -> int:
+        return max(1, int(self._get("ALERT_MAX_ATTEMPTS")))
+
+    @property
+    def ALERT_RETRY_SECONDS(self) -> float:
+        return float(self._get("ALERT_RETRY_SECONDS"))
+
+    @property
+    def METRICS_ALLOWED_NETWORKS(self) -> tuple[Network, ...]:
+        return parse_networks(_strings(self._get("METRICS_ALLOWED_NETWORKS")))
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    """A setting given as one string or a sequence of them."""
+    entries = (value,) if isinstance(value, str) else (value or ())
+    return tuple(str(entry) for entry in entries if str(entry).strip())
 
 
 conf = Settings()

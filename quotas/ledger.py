@@ -8,7 +8,7 @@ from datetime import date
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import F, Sum
+from django.db.models import F, Q, QuerySet, Sum
 
 from .conf import conf
 from .engine import Usage, Window, current_windows
@@ -56,6 +56,57 @@ def ledger_usage(user_id: int | None, window: Window) -> Usage:
         requests -= given["requests"] or 0
         tokens -= given["tokens"] or 0
     return Usage(requests=requests, tokens=tokens, spend=to_micros(totals["cost"] or 0))
+
+
+def ledger_usages(
+    user_ids: Iterable[int], day: Window, month: Window
+) -> dict[tuple[int, str], Usage]:
+    """`ledger_usage` of many users for the current day and month, in two queries: by
+    (user id, window label)."""
+    ids = list(user_ids)
+    first, last = window_days(month)
+    today = window_day(day)
+    if not first <= today <= last:
+        return {}  # a day of another month: read one by one
+    on_day = Q(day=today)
+    tokens = F("prompt_tokens") + F("completion_tokens")
+    rows = list(
+        UsageRecord.objects.filter(user_id__in=ids, day__gte=first, day__lte=last)
+        .values("user_id")
+        .annotate(
+            m_requests=Sum("requests"),
+            m_tokens=Sum(tokens),
+            m_cost=Sum("cost"),
+            d_requests=Sum("requests", filter=on_day),
+            d_tokens=Sum(tokens, filter=on_day),
+            d_cost=Sum("cost", filter=on_day),
+        )
+    )
+    given: dict[int, dict[str, Any]] = {
+        row["user_id"]: dict(row)
+        for row in QuotaAdjustment.objects.filter(user_id__in=ids, day=today)
+        .values("user_id")
+        .annotate(a_requests=Sum("requests"), a_tokens=Sum("tokens"))
+    }
+    out = {(user_id, w.label): Usage() for user_id in ids for w in (day, month)}
+    for row in rows:
+        user_id = row["user_id"]
+        adjusted: dict[str, Any] = given.get(user_id, {})
+        out[(user_id, month.label)] = Usage(
+            row["m_requests"] or 0, row["m_tokens"] or 0, to_micros(row["m_cost"] or 0)
+        )
+        out[(user_id, day.label)] = Usage(
+            (row["d_requests"] or 0) - (adjusted.get("a_requests") or 0),
+            (row["d_tokens"] or 0) - (adjusted.get("a_tokens") or 0),
+            to_micros(row["d_cost"] or 0),
+        )
+    used = {row["user_id"] for row in rows}
+    for user_id, adjusted in given.items():  # adjusted with no usage in the month
+        if user_id not in used:
+            out[(user_id, day.label)] = Usage(
+                -(adjusted["a_requests"] or 0), -(adjusted["a_tokens"] or 0), 0
+            )
+    return out
 
 
 def book(
@@ -120,6 +171,21 @@ def ledger_rows(
     group_by: tuple[str, ...] = ("day",),
 ) -> list[dict[str, Any]]:
     """Ledger sums grouped by any of "day", "user", "model"; in that order, newest day first."""
+    return list(
+        ledger_query(
+            user_id=user_id, date_from=date_from, date_to=date_to, model=model, group_by=group_by
+        )
+    )
+
+
+def ledger_filter(
+    *,
+    user_id: int | None = None,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    model: str | None = None,
+) -> QuerySet[UsageRecord]:
+    """The ledger rows of a user, a date range and a model (each optional)."""
     rows = UsageRecord.objects.all()
     if user_id is not None:
         rows = rows.filter(user_id=user_id)
@@ -129,26 +195,36 @@ def ledger_rows(
         rows = rows.filter(day__lte=date_to)
     if model:
         rows = rows.filter(model=model)
+    return rows
+
+
+# The total first: annotated after them, the field names would be the sums' own.
+SUMS = {
+    "total_tokens": Sum(F("prompt_tokens") + F("completion_tokens")),
+    "requests": Sum("requests"),
+    "prompt_tokens": Sum("prompt_tokens"),
+    "completion_tokens": Sum("completion_tokens"),
+    "cached_tokens": Sum("cached_tokens"),
+    "reasoning_tokens": Sum("reasoning_tokens"),
+    "cost": Sum("cost"),
+    "denied": Sum("denied"),
+}
+
+
+def ledger_query(
+    *, group_by: tuple[str, ...] = ("day",), **filters: Any
+) -> QuerySet[UsageRecord, dict[str, Any]]:
+    """`ledger_rows` as one lazy query (to page through, or to stream)."""
+    rows = ledger_filter(**filters)
     columns = {"day": "day", "user": "user_id", "model": "model"}
     keys = [columns[name] for name in ("day", "user", "model") if name in group_by]
     if "user" in group_by:
         username = f"user__{get_user_model().USERNAME_FIELD}"
         rows = rows.annotate(username=F(username))
         keys.append("username")
-    sums = rows.values(*keys).annotate(
-        requests=Sum("requests"),
-        prompt_tokens=Sum("prompt_tokens"),
-        completion_tokens=Sum("completion_tokens"),
-        cached_tokens=Sum("cached_tokens"),
-        reasoning_tokens=Sum("reasoning_tokens"),
-        cost=Sum("cost"),
-        denied=Sum("denied"),
-    )
     order = [f"-{k}" if k == "day" else k for k in keys]
-    return [
-        {**row, "total_tokens": row["prompt_tokens"] + row["completion_tokens"]}
-        for row in sums.order_by(*order)
-    ]
+    grouped: QuerySet[UsageRecord, dict[str, Any]] = rows.values(*keys)
+    return grouped.annotate(**SUMS).order_by(*order)
 
 
 def token_details(user_id: int | None, window: Window | None) -> dict[str, int]:

@@ -191,6 +191,10 @@ class Tier(LimitValues):
         help_text="Switch to the fallback model when less than this percent remains.",
     )
     is_default = models.BooleanField(default=False, help_text="The tier of users without one.")
+    soft = models.BooleanField(
+        default=False,
+        help_text="Shadow mode: count and alert, but never refuse (to roll out new limits).",
+    )
 
     objects = PolicyQuerySet.as_manager()
 
@@ -559,3 +563,112 @@ class QuotaAdjustment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} for {self.user} on {self.day}"
+
+
+# Limits an alert rule may watch: those spent from a day or month window.
+ALERT_LIMITS = [(kind.field, kind.label) for kind in KINDS if kind.is_budget]
+
+
+class AlertRule(models.Model):
+    """Alert when a limit of a tier's users (or of a team) passes `percent` of it.
+
+    A tier or team without rules of its own alerts at `QUOTAS["ALERT_THRESHOLDS"]`.
+    """
+
+    tier = models.ForeignKey(
+        Tier, null=True, blank=True, on_delete=models.CASCADE, related_name="alert_rules"
+    )
+    team = models.ForeignKey(
+        Team, null=True, blank=True, on_delete=models.CASCADE, related_name="alert_rules"
+    )
+    limit = models.CharField(
+        max_length=40, blank=True, choices=ALERT_LIMITS, help_text="Empty: every limit."
+    )
+    percent = models.PositiveSmallIntegerField(
+        validators=[MinValueValidator(1), MaxValueValidator(1000)],
+        help_text="Of the limit; 100 alerts when it is reached.",
+    )
+
+    objects = PolicyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["tier__name", "team__name", "limit", "percent"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(tier__isnull=True, team__isnull=False)
+                | models.Q(tier__isnull=False, team__isnull=True),
+                name="quotas_alert_rule_tier_or_team",
+                violation_error_message="A rule is for a tier or for a team.",
+            ),
+            models.UniqueConstraint(
+                fields=["tier", "team", "limit", "percent"],
+                name="quotas_alert_rule_unique",
+                nulls_distinct=False,
+            ),
+        ]
+
+    def __str__(self) -> str:
+        owner = self.tier or self.team
+        return f"{owner}: {self.limit or 'every limit'} at {self.percent}%"
+
+
+class Alert(models.Model):
+    """A threshold crossed by a user (or a team) on one limit in one window: at most once."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="quota_alerts",
+    )
+    team = models.ForeignKey(
+        Team, null=True, blank=True, on_delete=models.CASCADE, related_name="alerts"
+    )
+    subject = models.CharField(max_length=100, help_text="The counters' subject (u:42, t:5).")
+    limit = models.CharField(max_length=40)
+    percent = models.PositiveSmallIntegerField()
+    window = models.CharField(max_length=8, help_text="The day (20261128) or month (202611).")
+    used = models.DecimalField(**MONEY)
+    limit_value = models.DecimalField(**MONEY)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subject", "limit", "percent", "window"], name="quotas_alert_once"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject} {self.limit} at {self.percent}% ({self.window})"
+
+
+class AlertDelivery(models.Model):
+    """The outbox: one alert to send by one channel, tried until it goes or gives up."""
+
+    EMAIL = "email"
+    WEBHOOK = "webhook"
+    CHANNELS = [(EMAIL, "Email"), (WEBHOOK, "Webhook")]
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+    STATES = [(PENDING, "Pending"), (SENT, "Sent"), (FAILED, "Failed")]
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="deliveries")
+    channel = models.CharField(max_length=10, choices=CHANNELS)
+    target = models.CharField(max_length=500, help_text="The addresses or the URL.")
+    state = models.CharField(max_length=10, choices=STATES, default=PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    sent_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["next_attempt_at"]
+        verbose_name_plural = "alert deliveries"
+        indexes = [models.Index(fields=["state", "next_attempt_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_channel_display()} to {self.target}: {self.get_state_display()}"

@@ -30,6 +30,7 @@ class Quota:
     tier_slug: str = ""
     tier_name: str = "Unlimited"
     blocked: bool = False
+    soft: bool = False  # shadow mode: counted and alerted, never refused
     no_tier: bool = False  # no tier applies (and there is no default tier): refused
     requests_per_minute: int | None = None
     burst: int | None = None
@@ -129,6 +130,7 @@ def quota_from_tier(tier: Tier | None, override: LimitValues | None = None) -> Q
             default_model=tier.default_model.name if tier.default_model else None,
             fallback_model=tier.fallback_model.name if tier.fallback_model else None,
             degrade_at_percent=tier.degrade_at_percent,
+            soft=tier.soft,
         )
         for name in LIMIT_FIELDS:
             values[name] = getattr(tier, name)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import ledger_mode
+from . import alerts, ledger_mode, metrics
 from .conf import conf
 from .database import closing_connections, in_orm_thread
 from .engine import (
     CountersUnavailable,
     Decision,
+    Level,
     Limit,
     Policy,
     QuotaEngine,
@@ -21,9 +23,10 @@ from .engine import (
     Window,
 )
 from .engine import limits as codes
-from .engine.engine import unavailable_on_error
+from .engine.engine import HOLD, unavailable_on_error
 from .engine_factory import get_async_engine, get_engine
 from .ledger import book, ledger_usage, usage_of, window_day
+from .limit_kinds import kind_of
 from .models import LevelUsage, UsageRecord, UserQuota
 from .money import from_micros, to_micros
 from .policy import Quota
@@ -55,6 +58,63 @@ class Grant:
     reservation: Reservation
     org: Reservation | None = None
     degraded: bool = False  # reserved in the ledger while Redis was unreachable
+    quota: Quota | None = None  # what the call was decided on (its alert thresholds)
+    shadowed: str | None = None  # a soft tier's: the limit that would have refused it
+
+
+def _counted(
+    result: tuple[Decision, Grant | None], started: float
+) -> tuple[Decision, Grant | None]:
+    """`result`, counted in the metrics (outcome, the limit that refused, the time taken)."""
+    decision, grant = result
+    if grant is not None and grant.shadowed:
+        metrics.decided("soft", grant.shadowed, time.perf_counter() - started)
+    elif grant is not None:
+        metrics.decided("allowed", None, time.perf_counter() - started)
+    else:
+        metrics.decided("denied", decision.denied_by, time.perf_counter() - started)
+    return result
+
+
+def _unlimited(policy: Policy) -> Policy:
+    """`policy` counting usage with no limit (a soft tier's call that would be refused)."""
+    return Policy(limits=(), time_zone=policy.time_zone, track_usage=True)
+
+
+def _shadow_reservation(reservation: dict[str, Any]) -> dict[str, Any]:
+    levels = tuple(
+        Level(level.name, level.subject, _unlimited(level.policy))
+        for level in reservation["levels"]
+    )
+    return {**reservation, "policy": _unlimited(reservation["policy"]), "levels": levels}
+
+
+def _may_shadow(quota: Quota, decision: Decision) -> bool:
+    """A soft tier's call refused for a limit (not for a provider's backoff)."""
+    return quota.soft and decision.denied_by not in (None, HOLD)
+
+
+def _shadowed(denied: Decision, shadow: Decision, tokens: int, spend: int) -> Decision:
+    """The refused decision as if granted: the shadow reservation, the limits' states with
+    the ask counted (so headers still show the limits, and alerts see the usage)."""
+    asks = {"requests": 1, "tokens": tokens, "spend": spend}
+    states = []
+    for state in denied.states:
+        kind = kind_of(state.name.rpartition(".")[2], state.code)
+        if kind.is_budget:
+            state = state._replace(used=state.used + asks[kind.resource], remaining=0)
+        states.append(state)
+    return replace(
+        denied,
+        allowed=True,
+        denied_by=None,
+        retry_after=0.0,
+        states=tuple(states),
+        reservation=shadow.reservation,
+        day_usage=shadow.day_usage,
+        month_usage=shadow.month_usage,
+        watched_hold=shadow.watched_hold,
+    )
 
 
 class QuotaService:
@@ -82,9 +142,19 @@ class QuotaService:
         policy = quota.policy(budgets=False, track_usage=track_usage)
         levels = quota.levels(subject, budgets=False) if track_usage else ()
         self.recover()
-        return self.engine.reserve(
-            subject, policy, now=self._now(), seeder=_seed_from_ledger, levels=levels
-        )
+        reservation: dict[str, Any] = {
+            "subject": subject,
+            "policy": policy,
+            "now": self._now(),
+            "seeder": _seed_from_ledger,
+            "levels": levels,
+        }
+        decision = self.engine.reserve(**reservation)
+        if _may_shadow(quota, decision):  # a soft tier: counted without its limits
+            shadow = self.engine.reserve(**_shadow_reservation(reservation))
+            if shadow.allowed:
+                decision = _shadowed(decision, shadow, 0, 0)
+        return decision
 
     # AI calls -----------------------------------------------------------------------
 
@@ -108,8 +178,9 @@ class QuotaService:
         """
         if quota.blocked or quota.no_tier:
             raise Blocked()
+        started = time.perf_counter()
         try:
-            return self._reserve(
+            result = self._reserve(
                 user_id,
                 quota,
                 model=model,
@@ -118,11 +189,15 @@ class QuotaService:
                 record=record_denial,
                 watch=watch,
             )
+            metrics.ledger_mode(False)
         except CountersUnavailable as exc:
+            metrics.redis_error("reserve")
             if not conf.FAIL_OPEN:
                 raise
             logger.warning("quotas: Redis unreachable (%s); budgets enforced from the ledger", exc)
-        return self._reserve_from_ledger(user_id, quota, model, tokens, spend, record_denial)
+            metrics.ledger_mode(True)
+            result = self._reserve_from_ledger(user_id, quota, model, tokens, spend, record_denial)
+        return _counted(result, started)
 
     def _reserve_from_ledger(
         self,
@@ -147,7 +222,8 @@ class QuotaService:
         )
         if decision.reservation is None:
             return decision, None
-        return decision, Grant(user_id, model, decision, decision.reservation, degraded=True)
+        grant = Grant(user_id, model, decision, decision.reservation, degraded=True, quota=quota)
+        return decision, grant
 
     def _reserve(
         self,
@@ -162,7 +238,14 @@ class QuotaService:
     ) -> tuple[Decision, Grant | None]:
         engine = self.engine
         self.recover()
-        decision = engine.reserve(**self._user_reservation(user_id, quota, tokens, spend, watch))
+        reservation = self._user_reservation(user_id, quota, tokens, spend, watch)
+        decision = engine.reserve(**reservation)
+        shadowed = None
+        if _may_shadow(quota, decision):
+            shadow = engine.reserve(**_shadow_reservation(reservation))
+            if shadow.allowed:
+                shadowed = decision.denied_by
+                decision = _shadowed(decision, shadow, tokens, spend)
         if not decision.allowed or decision.reservation is None:
             if record:
                 self.record_denial(user_id, decision, model)
@@ -194,7 +277,9 @@ class QuotaService:
                     self.record_denial(user_id, denied, model)
                 return denied, None
             org = org_decision.reservation
-        grant = Grant(user_id, model, decision, decision.reservation, org)
+        grant = Grant(
+            user_id, model, decision, decision.reservation, org, quota=quota, shadowed=shadowed
+        )
         return decision, grant
 
     def _user_reservation(
@@ -243,20 +328,34 @@ class QuotaService:
         reservation = self._user_reservation(user_id, quota, tokens, spend, watch)
         # The engine seeds a missing window in a worker thread of its own.
         reservation["seeder"] = closing_connections(_seed_from_ledger)
+        shadowed = None
+        started = time.perf_counter()
         try:
             decision = await get_async_engine().reserve(**reservation)
+            if _may_shadow(quota, decision):
+                shadow = await get_async_engine().reserve(**_shadow_reservation(reservation))
+                if shadow.allowed:
+                    shadowed = decision.denied_by
+                    decision = _shadowed(decision, shadow, tokens, spend)
         except CountersUnavailable as exc:
+            metrics.redis_error("reserve")
             if not conf.FAIL_OPEN:
                 raise
             logger.warning("quotas: Redis unreachable (%s); budgets enforced from the ledger", exc)
-            return await in_orm_thread(self._reserve_from_ledger)(
+            metrics.ledger_mode(True)
+            result = await in_orm_thread(self._reserve_from_ledger)(
                 user_id, quota, model, tokens, spend, record_denial
             )
+            return _counted(result, started)
+        metrics.ledger_mode(False)
         if not decision.allowed or decision.reservation is None:
             if record_denial:
                 await in_orm_thread(self.record_denial)(user_id, decision, model)
-            return decision, None
-        return decision, Grant(user_id, model, decision, decision.reservation)
+            return _counted((decision, None), started)
+        grant = Grant(
+            user_id, model, decision, decision.reservation, quota=quota, shadowed=shadowed
+        )
+        return _counted((decision, grant), started)
 
     async def asettle(
         self,
@@ -281,7 +380,7 @@ class QuotaService:
                 reasoning_tokens=reasoning_tokens,
             )
             return
-        await in_orm_thread(self._book)(
+        near = await in_orm_thread(self._book)(
             grant,
             model or grant.model,
             prompt_tokens,
@@ -289,14 +388,19 @@ class QuotaService:
             cost,
             cached_tokens=cached_tokens,
             reasoning_tokens=reasoning_tokens,
+            screen=True,
         )
         try:
             await get_async_engine().settle(
                 grant.reservation, tokens=prompt_tokens + completion_tokens, spend=cost
             )
         except CountersUnavailable:
+            metrics.redis_error("settle")
             logger.warning("quotas: Redis unreachable at settle; counters re-seed from the ledger")
             ledger_mode.mark_dirty(grant.user_id)
+            return
+        if near:
+            await in_orm_thread(self.confirm_alerts)(grant)
 
     async def arefund(self, grant: Grant) -> None:
         if grant.degraded or grant.org is not None:
@@ -305,6 +409,7 @@ class QuotaService:
         try:
             await get_async_engine().refund(grant.reservation)
         except CountersUnavailable:
+            metrics.redis_error("refund")
             logger.warning("quotas: Redis unreachable at refund; the lease expires by itself")
             ledger_mode.mark_dirty(grant.user_id)
 
@@ -336,8 +441,20 @@ class QuotaService:
                 cost=cost,
                 **details,
             )
+            tier = grant.quota.tier_slug if grant.quota is not None else ""
+            metrics.settled(model or grant.model, tier, prompt_tokens + completion_tokens, cost)
+            if self.screen_alerts(grant, prompt_tokens + completion_tokens, cost):
+                self.confirm_alerts(grant, prompt_tokens + completion_tokens, cost)
             return
-        self._book(grant, model or grant.model, prompt_tokens, completion_tokens, cost, **details)
+        near = self._book(
+            grant,
+            model or grant.model,
+            prompt_tokens,
+            completion_tokens,
+            cost,
+            screen=True,
+            **details,
+        )
         try:
             self.engine.settle(
                 grant.reservation, tokens=prompt_tokens + completion_tokens, spend=cost
@@ -345,8 +462,12 @@ class QuotaService:
             if grant.org is not None:
                 self.engine.settle(grant.org, tokens=0, spend=cost)
         except CountersUnavailable:
+            metrics.redis_error("settle")
             logger.warning("quotas: Redis unreachable at settle; counters re-seed from the ledger")
             ledger_mode.mark_dirty(grant.user_id)
+            return
+        if near:
+            self.confirm_alerts(grant)
 
     def refund(self, grant: Grant) -> None:
         """The call did not happen: give everything back."""
@@ -366,6 +487,7 @@ class QuotaService:
             if grant.org is not None:
                 self.engine.refund(grant.org)
         except CountersUnavailable:
+            metrics.redis_error("refund")
             logger.warning("quotas: Redis unreachable at refund; the lease expires by itself")
             ledger_mode.mark_dirty(grant.user_id)
 
@@ -454,8 +576,10 @@ class QuotaService:
         *,
         cached_tokens: int = 0,
         reasoning_tokens: int = 0,
-    ) -> None:
-        """A settled call's ledger rows: the user's and each level's (team, key)."""
+        screen: bool = False,
+    ) -> bool:
+        """A settled call's ledger rows: the user's and each level's (team, key); then,
+        with `screen`, whether it may have crossed an alert threshold."""
         amounts = {
             "requests": 1,
             "prompt_tokens": prompt_tokens,
@@ -466,6 +590,43 @@ class QuotaService:
         }
         levels = (subject for subject, _rates in grant.reservation.levels)
         book(grant.user_id, levels, window_day(grant.reservation.day), model, **amounts)
+        tier = grant.quota.tier_slug if grant.quota is not None else ""
+        metrics.settled(model, tier, prompt_tokens + completion_tokens, cost)
+        return screen and self.screen_alerts(grant, prompt_tokens + completion_tokens, cost)
+
+    def screen_alerts(self, grant: Grant, tokens: int, cost: int) -> bool:
+        """Whether a settled call may have crossed an alert threshold: its decision's limit
+        states, moved to what it really used, near one not fired yet (in memory only)."""
+        if grant.quota is None:
+            return False
+        held = grant.reservation
+        delta = Usage(requests=0, tokens=tokens - held.tokens, spend=cost - held.spend)
+        try:
+            found = alerts.crossings(
+                grant.user_id, grant.quota, grant.decision, delta, margin=alerts.NEAR_PERCENT
+            )
+        except Exception:  # an alert never fails the call it is about
+            logger.exception("quotas: alert rules of user %s could not be read", grant.user_id)
+            return False
+        return bool(found)
+
+    def confirm_alerts(self, grant: Grant, tokens: int = 0, cost: int = 0) -> None:
+        """Fire the alerts the counters, read again once the call is settled, show crossed
+        (the ledger mode's: the decision moved by `tokens` and `cost`)."""
+        quota = grant.quota
+        if quota is None:
+            return
+        try:
+            if grant.degraded:
+                held = grant.reservation
+                delta = Usage(requests=0, tokens=tokens - held.tokens, spend=cost - held.spend)
+                found = alerts.crossings(grant.user_id, quota, grant.decision, delta)
+            else:
+                found = alerts.crossings(grant.user_id, quota, self.usage(grant.user_id, quota))
+            if found:
+                alerts.fire(found)
+        except Exception:  # an alert never fails the call it is about
+            logger.exception("quotas: alerts of user %s could not be stored", grant.user_id)
 
     def record_denial(self, user_id: int, decision: Decision, model: str) -> None:
         day = window_day(decision.day) if decision.day else None

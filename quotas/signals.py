@@ -1,4 +1,11 @@
-"""Drop cached quotas in every process when what they are made of changes."""
+"""The signals the app sends, and the receivers that drop cached quotas in every process
+when what they are made of changes.
+
+`threshold_crossed(sender, alert)`: a user or team passed an alert threshold (once per
+limit, percent and window; sent once the alert is committed).
+`quota_exceeded(sender, user_id, limit, decision, soft)`: a call was refused for `limit`
+(`soft`: a soft tier's call let through instead).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +14,14 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
-from django.dispatch import receiver
+from django.dispatch import Signal, receiver
 
 from . import policy
-from .models import AIModel, APIKey, Provider, Team, Tier, UserQuota
+from .models import AIModel, AlertRule, APIKey, Provider, Team, Tier, UserQuota
 from .policy_writes import APIKeyQuerySet, policy_changed
+
+threshold_crossed = Signal()
+quota_exceeded = Signal()
 
 
 @receiver(policy_changed)
@@ -27,6 +37,8 @@ from .policy_writes import APIKeyQuerySet, policy_changed
 @receiver(post_delete, sender=AIModel)
 @receiver(post_save, sender=Provider)
 @receiver(post_delete, sender=Provider)
+@receiver(post_save, sender=AlertRule)
+@receiver(post_delete, sender=AlertRule)
 @receiver(m2m_changed, sender=Tier.allowed_models.through)
 def quotas_changed(**kwargs: Any) -> None:
     fields = kwargs.get("update_fields")

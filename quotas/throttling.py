@@ -17,6 +17,7 @@ from .exceptions import NoTier
 from .headers import retry_after_seconds
 from .models import APIKey
 from .services import QuotaService, service
+from .signals import quota_exceeded
 
 logger = logging.getLogger("quotas")
 
@@ -138,6 +139,14 @@ class TierRateThrottle(BaseThrottle):
                 return True
             raise CountersDown() from exc
         self.decision = decision
+        if decision.reasons:  # refused, or a soft tier's request let through
+            quota_exceeded.send(
+                sender=type(self),
+                user_id=request.user.pk if is_user else None,
+                limit=decision.denied_by or decision.reasons[0],
+                decision=decision,
+                soft=decision.allowed,
+            )
         raw = getattr(request, "_request", request)
         setattr(raw, DECISION_ATTR, decision)
         setattr(raw, LIMITS_ATTR, quota.named_limits(budgets=False))

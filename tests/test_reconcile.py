@@ -157,3 +157,23 @@ def test_a_reservation_counts_in_the_window_it_started_in():
     leases = [(b"ab12:1:100:5", days[1].start_us + 60_000_000)]
     assert in_flight(leases, days[0], lease_us) == Usage(requests=1, tokens=100, spend=5)
     assert in_flight(leases, days[1], lease_us) == Usage()
+
+
+@pytest.mark.parametrize("count", [1_200])
+def test_queries_are_bounded_per_batch_of_users(count, django_assert_max_num_queries):
+    """Three queries for each batch of 500 users (and two to count and list the users)."""
+    User = get_user_model()
+    User.objects.bulk_create(User(username=f"u{i}") for i in range(count))
+    users = list(User.objects.order_by("pk"))
+    day, _month = windows()
+    today = window_days(day)[0]
+    UsageRecord.objects.bulk_create(
+        UsageRecord(user=user, day=today, model="gpt-4o-mini", requests=1, prompt_tokens=i)
+        for i, user in enumerate(users)
+    )
+    assert reconcile()[-1] == f"Checked {count} users, {2 * count} windows: no drift."  # seeds
+
+    with django_assert_max_num_queries(2 + 3 * 3):
+        assert reconcile()[-1] == f"Checked {count} users, {2 * count} windows: no drift."
+    tamper(users[7], "d", "t", 5)
+    assert "drift in 1 window of 1 user" in reconcile()[-1]

@@ -97,6 +97,26 @@ class TestUsers:
         assert response.json()["error"]["code"] == "insufficient_quota"
         assert int(response["Retry-After"]) > 60
 
+    def test_a_soft_tier_lets_the_requests_through_and_says_so(self, client):
+        from quotas.signals import quota_exceeded
+
+        soft = Tier.objects.create(slug="soft", name="Soft", requests_per_day=2, soft=True)
+        user = user_on(soft)
+        client.force_authenticate(user)
+        seen = []
+
+        def receive(sender, **kwargs):
+            seen.append((kwargs["user_id"], kwargs["limit"], kwargs["soft"]))
+
+        quota_exceeded.connect(receive)
+        try:
+            assert statuses(client, 4) == [200, 200, 200, 200]
+        finally:
+            quota_exceeded.disconnect(receive)
+        assert seen == [(user.pk, "requests_per_day", True)] * 2
+        usage = service.usage(user.pk, quota_for_user(user))
+        assert usage.day_usage.requests == 4  # counted all the same
+
     def test_blocked_user_gets_403(self, client, tier):
         client.force_authenticate(user_on(tier, blocked=True))
         response = ping(client)

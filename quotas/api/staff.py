@@ -92,6 +92,7 @@ class TierSerializer(serializers.ModelSerializer[Tier]):
             "fallback_model",
             "degrade_at_percent",
             "is_default",
+            "soft",
         )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

@@ -1,15 +1,19 @@
-"""The staff usage report: ledger totals and rows, as JSON or CSV."""
+"""The staff usage report: ledger totals and rows, as JSON pages or a streamed CSV."""
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from datetime import date, timedelta
 from typing import Any
 
+from django.http import HttpResponseBase, StreamingHttpResponse
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -20,6 +24,26 @@ from .. import ledger
 from .staff import StaffAccess
 
 GROUPS = ("day", "user", "model")
+# Days a report covers when it names no date range (ending today).
+DEFAULT_DAYS = 30
+# Rows read from the database at a time while a CSV streams.
+CSV_CHUNK = 2_000
+COLUMNS = (
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "cost",
+    "denied",
+)
+
+
+class UsagePagination(PageNumberPagination):
+    page_size = 100
+    page_size_query_param = "page_size"
+    max_page_size = 1_000
 
 
 class CSVRenderer(BaseRenderer):
@@ -69,6 +93,11 @@ class UsageQuery(serializers.Serializer[dict[str, Any]]):
         first, last = attrs.get("date_from"), attrs.get("date_to")
         if first and last and first > last:
             raise serializers.ValidationError({"date_from": "Must not be after date_to."})
+        if last is None:
+            last = max(timezone.localdate(), first) if first else timezone.localdate()
+        if first is None:
+            first = last - timedelta(days=DEFAULT_DAYS - 1)
+        attrs.update(date_from=first, date_to=last)
         return attrs
 
 
@@ -88,22 +117,27 @@ class UsageRow(serializers.Serializer[dict[str, Any]]):
 
 
 class UsageReport(serializers.Serializer[dict[str, Any]]):
+    date_from = serializers.DateField()
+    date_to = serializers.DateField()
     totals = UsageRow()
-    rows = UsageRow(many=True)
+    count = serializers.IntegerField(help_text="Rows in the whole report.")
+    next = serializers.URLField(allow_null=True, help_text="The next page.")
+    previous = serializers.URLField(allow_null=True, help_text="The previous page.")
+    rows = UsageRow(many=True, help_text="This page's rows.")
 
 
-def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    names = (
-        "requests",
-        "prompt_tokens",
-        "completion_tokens",
-        "cached_tokens",
-        "reasoning_tokens",
-        "total_tokens",
-        "cost",
-        "denied",
-    )
-    return {name: sum(row[name] for row in rows) for name in names}
+class Echo:
+    """A file that hands back what is written to it (for csv.writer, one row at a time)."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def csv_lines(rows: Iterator[dict[str, Any]], columns: list[str]) -> Iterator[str]:
+    writer = csv.writer(Echo())
+    yield writer.writerow(columns)
+    for row in rows:
+        yield writer.writerow(row.get(c, "") for c in columns)
 
 
 class UsageView(StaffAccess, APIView):
@@ -119,19 +153,46 @@ class UsageView(StaffAccess, APIView):
             (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="The rows as CSV."),
         },
     )
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponseBase:
         query = UsageQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         params = query.validated_data
-        rows = ledger.ledger_rows(
-            user_id=params.get("user"),
-            date_from=params.get("date_from"),
-            date_to=params.get("date_to"),
-            model=params.get("model"),
-            group_by=params["group_by"],
-        )
-        data = UsageReport({"totals": _totals(rows), "rows": rows}).data
-        headers = {}
+        filters = {
+            "user_id": params.get("user"),
+            "date_from": params["date_from"],
+            "date_to": params["date_to"],
+            "model": params.get("model"),
+        }
+        rows = ledger.ledger_query(group_by=params["group_by"], **filters)
         if request.accepted_renderer.format == "csv":
-            headers["Content-Disposition"] = 'attachment; filename="usage.csv"'
-        return Response(data, headers=headers)
+            return self.stream_csv(rows, params["group_by"], params["date_from"], params["date_to"])
+        totals = ledger.ledger_filter(**filters).aggregate(**ledger.SUMS)
+        paginator = UsagePagination()
+        page = paginator.paginate_queryset(rows, request, view=self)
+        assert page is not None
+        data = UsageReport(
+            {
+                "date_from": params["date_from"],
+                "date_to": params["date_to"],
+                "totals": {name: totals[name] or 0 for name in COLUMNS},
+                "count": paginator.page.paginator.count if paginator.page else 0,
+                "next": paginator.get_next_link(),
+                "previous": paginator.get_previous_link(),
+                "rows": page,
+            }
+        ).data
+        return Response(data)
+
+    def stream_csv(
+        self, rows: Any, groups: tuple[str, ...], first: date, last: date
+    ) -> StreamingHttpResponse:
+        """Every row of the report as CSV, read `CSV_CHUNK` rows at a time."""
+        keys = {"day": ["day"], "user": ["user_id", "username"], "model": ["model"]}
+        columns = [key for group in GROUPS if group in groups for key in keys[group]]
+        response = StreamingHttpResponse(
+            csv_lines(rows.iterator(chunk_size=CSV_CHUNK), [*columns, *COLUMNS]),
+            content_type="text/csv; charset=utf-8",
+        )
+        name = f"usage-{first:%Y%m%d}-{last:%Y%m%d}.csv"
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        return response

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from quotas.models import APIKey, Tier, UsageRecord, UserQuota
@@ -14,6 +15,7 @@ from quotas.models import APIKey, Tier, UsageRecord, UserQuota
 pytestmark = pytest.mark.django_db
 
 User = get_user_model()
+MARCH = {"date_from": "2026-03-01", "date_to": "2026-03-31"}
 
 
 @pytest.fixture
@@ -115,6 +117,14 @@ class TestTiers:
             "/api/tiers/", {"slug": "t", "name": "T", "requests_per_minute": 0}, format="json"
         )
         assert response.json()["error"]["param"] == "requests_per_minute"
+
+    def test_a_tier_may_be_soft(self, staff):
+        response = staff.post(
+            "/api/tiers/", {"slug": "trial", "name": "Trial", "soft": True}, format="json"
+        )
+        assert response.status_code == 201 and response.json()["soft"] is True
+        assert Tier.objects.get(slug="trial").soft
+        assert staff.get("/api/tiers/trial/").json()["soft"] is True
 
     def test_a_tier_in_use_is_not_deleted(self, staff, ada):
         tier = Tier.objects.create(slug="t", name="T")
@@ -250,7 +260,12 @@ class TestUsage:
         return bob
 
     def test_totals_and_rows_per_day(self, staff, ledger):
-        body = staff.get("/api/usage/").json()
+        body = staff.get("/api/usage/", MARCH).json()
+        assert (body["date_from"], body["date_to"], body["count"]) == (
+            "2026-03-01",
+            "2026-03-31",
+            2,
+        )
         assert body["totals"] == {
             "requests": 10,
             "prompt_tokens": 450,
@@ -270,7 +285,7 @@ class TestUsage:
         UsageRecord.objects.filter(user=ada, model="gpt-4o").update(
             cached_tokens=40, reasoning_tokens=7
         )
-        body = staff.get("/api/usage/", {"group_by": "model"}).json()
+        body = staff.get("/api/usage/", {**MARCH, "group_by": "model"}).json()
         assert (body["totals"]["cached_tokens"], body["totals"]["reasoning_tokens"]) == (80, 14)
         by_model = {r["model"]: (r["cached_tokens"], r["reasoning_tokens"]) for r in body["rows"]}
         assert by_model == {"gpt-4o": (80, 14), "gpt-4o-mini": (0, 0)}
@@ -284,7 +299,7 @@ class TestUsage:
         assert [r["day"] for r in body["rows"]] == ["2026-03-02"]
 
     def test_group_by_user_and_model(self, staff, ledger):
-        body = staff.get("/api/usage/", {"group_by": "user,model"}).json()
+        body = staff.get("/api/usage/", {**MARCH, "group_by": "user,model"}).json()
         assert [(r["username"], r["model"], r["requests"]) for r in body["rows"]] == [
             ("ada", "gpt-4o", 5),
             ("ada", "gpt-4o-mini", 1),
@@ -305,16 +320,62 @@ class TestUsage:
 
     @pytest.mark.parametrize("url", ["/api/usage/?format=csv", "/api/usage.csv"])
     def test_csv_export(self, staff, ledger, url):
-        response = staff.get(url + ("&" if "?" in url else "?") + "group_by=day,user")
+        query = "group_by=day,user&date_from=2026-03-01&date_to=2026-03-31"
+        response = staff.get(url + ("&" if "?" in url else "?") + query)
         assert response.status_code == 200
+        assert response.streaming
         assert response["Content-Type"].startswith("text/csv")
         assert "attachment" in response["Content-Disposition"]
-        rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+        assert "usage-20260301-20260331.csv" in response["Content-Disposition"]
+        content = b"".join(response.streaming_content).decode()
+        rows = list(csv.DictReader(io.StringIO(content)))
         assert [(r["day"], r["username"], r["cost"]) for r in rows] == [
             ("2026-03-02", "ada", "0.020000"),
             ("2026-03-02", "bob", "0.000400"),
             ("2026-03-01", "ada", "0.010100"),
         ]
+
+    def test_the_default_range_is_the_last_30_days(self, staff, ada, ledger):
+        today = timezone.localdate()
+        UsageRecord.objects.create(user=ada, day=today, model="gpt-4o", requests=2)
+        UsageRecord.objects.create(
+            user=ada, day=today - timedelta(days=30), model="gpt-4o", requests=5
+        )
+        body = staff.get("/api/usage/").json()
+        assert (body["date_from"], body["date_to"]) == (
+            str(today - timedelta(days=29)),
+            str(today),
+        )
+        assert body["totals"]["requests"] == 2
+        assert [r["day"] for r in body["rows"]] == [str(today)]
+
+    def test_rows_come_in_pages(self, staff, ada):
+        first = date(2026, 1, 1)
+        UsageRecord.objects.bulk_create(
+            UsageRecord(user=ada, day=first + timedelta(days=i), model="m", requests=1)
+            for i in range(250)
+        )
+        params = {"date_from": "2026-01-01", "date_to": "2026-12-31", "page_size": 100}
+        body = staff.get("/api/usage/", params).json()
+        assert (body["count"], len(body["rows"]), body["previous"]) == (250, 100, None)
+        assert body["totals"]["requests"] == 250  # the totals are the whole report's
+        last = staff.get(body["next"]).json()
+        last = staff.get(last["next"]).json()
+        assert (len(last["rows"]), last["next"]) == (50, None)
+        assert last["rows"][-1]["day"] == "2026-01-01"
+        too_far = staff.get("/api/usage/", {**params, "page": 9})
+        assert too_far.status_code == 404
+
+    def test_a_csv_of_every_row_streams(self, staff, ada):
+        first = date(2026, 1, 1)
+        UsageRecord.objects.bulk_create(
+            UsageRecord(user=ada, day=first + timedelta(days=i), model="m", requests=1)
+            for i in range(300)
+        )
+        response = staff.get("/api/usage.csv", {"date_from": "2026-01-01", "date_to": "2026-12-31"})
+        lines = b"".join(response.streaming_content).decode().splitlines()
+        assert lines[0].split(",")[:3] == ["day", "requests", "prompt_tokens"]
+        assert len(lines) == 301  # not paginated
 
 
 class TestSchema:
