@@ -7,7 +7,7 @@ reservations still in flight (leases not yet settled) took from that window.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -143,17 +143,7 @@ def check_subject(
             counters = [pipe.hgetall(key) for key in keys]
             if not all(counters):
                 continue  # expired or flushed since the peek: seed it again
-            checks = [
-                WindowCheck(
-                    user_id,
-                    username,
-                    window,
-                    counted(values),
-                    ledger,
-                    in_flight(leases, window, lease_us),
-                )
-                for window, values, ledger in zip(windows, counters, ledgers, strict=True)
-            ]
+            checks = _window_checks(user_id, username, windows, counters, ledgers, leases, lease_us)
             if not fix or not any(check.drifted for check in checks):
                 return checks
             pipe.multi()
@@ -168,6 +158,25 @@ def check_subject(
                 continue  # a reservation or settlement came in between: read again
             return [replace(check, fixed=bool(check.drifted)) for check in checks]
     return checks  # still changing: reported, not repaired
+
+
+def _window_checks(
+    user_id: int,
+    username: str,
+    windows: Sequence[Window],
+    counters: Sequence[Any],
+    ledgers: Sequence[Any],
+    leases: Any,
+    lease_us: int,
+) -> list[WindowCheck]:
+    """A check of each window whose counters and ledger reading are both there."""
+    return [
+        WindowCheck(
+            user_id, username, window, counted(values), ledger, in_flight(leases, window, lease_us)
+        )
+        for window, values, ledger in zip(windows, counters, ledgers, strict=True)
+        if values and ledger is not None
+    ]
 
 
 def reconcile(
@@ -209,18 +218,7 @@ def _check_batch(
     for i, (user_id, username) in enumerate(batch):
         leases, *counters = replies[3 * i : 3 * i + 3]
         ledgers = [known.get((user_id, window.label)) for window in windows]
-        checks = [
-            WindowCheck(
-                user_id,
-                username,
-                window,
-                counted(values),
-                ledger,
-                in_flight(leases, window, lease_us),
-            )
-            for window, values, ledger in zip(windows, counters, ledgers, strict=True)
-            if values and ledger is not None
-        ]
+        checks = _window_checks(user_id, username, windows, counters, ledgers, leases, lease_us)
         if len(checks) < len(windows) or any(check.drifted for check in checks):
             # Missing (seeded as a decision would) or drifted: read again, exactly.
             checks = check_user(engine, user_id, username, fix=fix)

@@ -26,6 +26,10 @@ class SettlesOnClose:
 
     settle: Settle | None = None
 
+    def __init__(self, data: Any, *, settle: Settle, headers: dict[str, str]) -> None:
+        super().__init__(data, headers=headers)  # type: ignore[call-arg]
+        self.settle = settle
+
     def close(self) -> None:
         settle, self.settle = self.settle, None
         if settle is not None:
@@ -41,14 +45,6 @@ class SettlesOnClose:
 class SettledResponse(SettlesOnClose, Response):
     """A DRF answer settled once sent."""
 
-    def __init__(self, data: Any, *, settle: Settle, headers: dict[str, str]) -> None:
-        super().__init__(data, headers=headers)
-        self.settle = settle
-
 
 class SettledJsonResponse(SettlesOnClose, JsonResponse):
     """A plain JSON answer (the async views) settled once sent."""
-
-    def __init__(self, data: Any, *, settle: Settle, headers: dict[str, str]) -> None:
-        super().__init__(data, headers=headers)
-        self.settle = settle
