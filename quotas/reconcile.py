@@ -15,13 +15,20 @@ import redis
 from django.contrib.auth import get_user_model
 
 from .conf import conf
-from .engine import Policy, QuotaEngine, Usage, Window, current_windows
+from .engine import (
+    Policy,
+    QuotaEngine,
+    Usage,
+    Window,
+    current_windows,
+    window_counters,
+    window_fields,
+)
 from .ledger import ledger_usage, ledger_usages, level_usage, window_days
 from .models import UserQuota
 from .subjects import team_subject, user_subject
 
 FIELDS = ("requests", "tokens", "spend")
-HASH_FIELDS = ("r", "t", "s")  # the window hash's field for each of FIELDS
 ATTEMPTS = 5  # reads of one user before giving up on counters that keep changing
 BATCH = 500  # users whose ledger is read together
 
@@ -80,12 +87,6 @@ def in_flight(leases: Iterable[tuple[Any, float]], window: Window, lease_us: int
     return Usage(*totals)
 
 
-def counted(fields: dict[Any, Any]) -> Usage:
-    """A window hash's amounts (the engine keeps other fields too, such as denials)."""
-    named = {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in fields.items()}
-    return Usage(*(named.get(name, 0) for name in HASH_FIELDS))
-
-
 def check_user(
     engine: QuotaEngine, user_id: int, username: str, *, fix: bool = False
 ) -> list[WindowCheck]:
@@ -129,10 +130,9 @@ def check_subject(
         if decision.day is None or decision.month is None:  # pragma: no cover - always set
             raise RuntimeError("The engine did not say which windows are current.")
         windows = (decision.day, decision.month)
-        keys = [engine.window_key(subject, w) for w in windows]
-        lease_key = engine.key(subject, "lease")
+        state_key, lease_key = engine.state_key(subject), engine.key(subject, "lease")
         with engine.client.pipeline(transaction=True) as pipe:
-            pipe.watch(lease_key, *keys)
+            pipe.watch(lease_key, state_key)
             # The ledger is read once the counters are watched: a settlement writes the
             # ledger before it releases its lease, so one that lands in between is either
             # in both readings (counted twice, never missed) or makes the repair retry.
@@ -140,18 +140,21 @@ def check_subject(
             # Every lease still in the set counts: the window holds its reservation until
             # it is settled, expired or not (a late settlement still finds it).
             leases = pipe.zrange(lease_key, 0, -1, withscores=True)
-            counters = [pipe.hgetall(key) for key in keys]
-            if not all(counters):
+            state = pipe.hgetall(state_key)
+            counters = [window_counters(state, w) for w in windows]
+            if None in counters:
                 continue  # expired or flushed since the peek: seed it again
             checks = _window_checks(user_id, username, windows, counters, ledgers, leases, lease_us)
             if not fix or not any(check.drifted for check in checks):
                 return checks
             pipe.multi()
-            for key, check in zip(keys, checks, strict=True):
+            repair: dict[str, int] = {}
+            for check in checks:
                 if check.drifted:
                     target = check.expected
                     amounts = (target.requests, target.tokens, target.spend)
-                    pipe.hset(key, mapping=dict(zip(HASH_FIELDS, amounts, strict=True)))
+                    repair.update(zip(window_fields(check.window), amounts, strict=True))
+            pipe.hset(state_key, mapping=repair)
             try:
                 pipe.execute()
             except redis.WatchError:
@@ -164,18 +167,16 @@ def _window_checks(
     user_id: int,
     username: str,
     windows: Sequence[Window],
-    counters: Sequence[Any],
+    counters: Sequence[Usage | None],
     ledgers: Sequence[Any],
     leases: Any,
     lease_us: int,
 ) -> list[WindowCheck]:
     """A check of each window whose counters and ledger reading are both there."""
     return [
-        WindowCheck(
-            user_id, username, window, counted(values), ledger, in_flight(leases, window, lease_us)
-        )
+        WindowCheck(user_id, username, window, values, ledger, in_flight(leases, window, lease_us))
         for window, values, ledger in zip(windows, counters, ledgers, strict=True)
-        if values and ledger is not None
+        if values is not None and ledger is not None
     ]
 
 
@@ -212,11 +213,11 @@ def _check_batch(
     with engine.client.pipeline(transaction=False) as pipe:
         for subject in subjects:
             pipe.zrange(engine.key(subject, "lease"), 0, -1, withscores=True)
-            for window in windows:
-                pipe.hgetall(engine.window_key(subject, window))
+            pipe.hgetall(engine.state_key(subject))
         replies = pipe.execute()
     for i, (user_id, username) in enumerate(batch):
-        leases, *counters = replies[3 * i : 3 * i + 3]
+        leases, state = replies[2 * i : 2 * i + 2]
+        counters = [window_counters(state, window) for window in windows]
         ledgers = [known.get((user_id, window.label)) for window in windows]
         checks = _window_checks(user_id, username, windows, counters, ledgers, leases, lease_us)
         if len(checks) < len(windows) or any(check.drifted for check in checks):

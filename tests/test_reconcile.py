@@ -50,10 +50,8 @@ def windows():
 
 
 def tamper(user, kind: str, field: str, by: int) -> None:
-    day, month = windows()
     engine = get_engine()
-    key = engine.window_key(user_subject(user.pk), day if kind == "d" else month)
-    engine.client.hincrby(key, field, by)
+    engine.client.hincrby(engine.state_key(user_subject(user.pk)), f"{kind}{field}", by)
 
 
 def counters(user) -> tuple[Usage, Usage]:

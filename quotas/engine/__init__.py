@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .engine import CountersUnavailable, QuotaEngine, Seeder
+from .engine import CountersUnavailable, QuotaEngine, Seeder, window_counters, window_fields
 from .limits import Decision, Level, Limit, LimitState, Policy, Reservation, Usage, Window
 from .store import connect, embedded
 from .windows import current_windows, windows_around
@@ -22,5 +22,7 @@ __all__ = [
     "connect",
     "current_windows",
     "embedded",
+    "window_counters",
+    "window_fields",
     "windows_around",
 ]

@@ -83,7 +83,7 @@ class AsyncQuotaEngine(EngineLayout):
         """As `QuotaEngine.reserve`."""
         await self._ready()
         member = self._member(lease, requests, tokens, spend)
-        watched = tuple(self.key(other, "hold") for other in watch)
+        watched = tuple(self.key(other, "hold") for other in watch) if watch else ()
         steps = self._steps(
             subject, policy, "charge", member, requests, tokens, spend, lease_seconds, now, levels
         )

@@ -5,14 +5,23 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from collections.abc import Callable, Generator, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Generator
 from importlib import resources
 from typing import Any, Literal, NamedTuple
 
 import redis
 
-from .limits import Decision, Level, Limit, LimitState, Policy, Reservation, Usage, Window
+from .limits import (
+    Decision,
+    Level,
+    Limit,
+    LimitState,
+    Policy,
+    Reservation,
+    Usage,
+    Window,
+    made,
+)
 from .windows import current_windows
 
 # Given a subject and a missing window, the totals a durable ledger holds for it.
@@ -29,22 +38,41 @@ class CountersUnavailable(Exception):
     """Redis could not be reached or did not answer in time."""
 
 
-@contextmanager
-def unavailable_on_error() -> Iterator[None]:
-    try:
-        yield
-    # redis-py strips the CLUSTERDOWN / MASTERDOWN code from the message: match the classes.
-    except (
-        redis.ConnectionError,
-        redis.TimeoutError,
-        redis.exceptions.ClusterError,
-        redis.exceptions.RedisClusterException,
-    ) as exc:
-        raise CountersUnavailable(str(exc)) from exc
-    except redis.ResponseError as exc:
-        if "LOADING" in str(exc) or "CLUSTERDOWN" in str(exc) or "MASTERDOWN" in str(exc):
+class _Unavailable:
+    """Redis errors of an outage raised as `CountersUnavailable`; others as they are.
+
+    A class, not a generator context manager: every decision enters one."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is None:
+            return
+        # redis-py strips the CLUSTERDOWN / MASTERDOWN code from the message: match the
+        # classes.
+        if isinstance(
+            exc,
+            (
+                redis.ConnectionError,
+                redis.TimeoutError,
+                redis.exceptions.ClusterError,
+                redis.exceptions.RedisClusterException,
+            ),
+        ):
             raise CountersUnavailable(str(exc)) from exc
-        raise
+        if isinstance(exc, redis.ResponseError) and any(
+            code in str(exc) for code in ("LOADING", "CLUSTERDOWN", "MASTERDOWN")
+        ):
+            raise CountersUnavailable(str(exc)) from exc
+
+
+_UNAVAILABLE = _Unavailable()
+
+
+def unavailable_on_error() -> _Unavailable:
+    """A context in which the errors of a Redis outage become `CountersUnavailable`."""
+    return _UNAVAILABLE
 
 
 class _Plan(NamedTuple):
@@ -90,18 +118,21 @@ def _make_plan(limits: tuple[Limit, ...], track_usage: bool) -> _Plan:
 
 
 _TOTAL = {"r": 0, "t": 1, "s": 2}
+REPLY_HEAD = 4  # status, denied, retry after, now: then 10 values per subject
 
 
 def _states(
     plan: _Plan,
     reply: list[int],
+    at: int,
     asks: dict[str, int],
     leased: bool,
     charged: bool,
-    day: Window,
-    month: Window,
-) -> tuple[LimitState, ...]:
-    """Each limit's state from what reserve.lua read, after the ask if it was charged.
+    day_end: int,
+    month_end: int,
+) -> list[LimitState]:
+    """Each limit's state from what reserve.lua read of the subject whose values start at
+    `reply[at]`, after the ask if it was charged.
 
     The script decides; this only reports, with the script's arithmetic (GCRA in doubles).
     """
@@ -109,38 +140,51 @@ def _states(
     states = []
     for limit, period, field, shown, interval in plan.limits:
         if period == "r":
-            cost = asks[field]
-            tat = max(reply[10] if field == "r" else reply[11], now)
+            tat = reply[at + 6] if field == "r" else reply[at + 7]
+            if tat < now:
+                tat = now
             avail = min(shown, math.floor((now - (tat - interval * shown)) / interval))
             used, remaining, reset = shown - avail, avail, tat - now
             if charged:
+                cost = asks[field]
                 new_tat = math.floor(tat + interval * cost)
                 used += cost
                 remaining = math.floor((now - (new_tat - interval * shown)) / interval)
                 reset = new_tat - now
         elif period == "c":
-            used = reply[12] + leased
-            remaining, reset = shown - used, reply[13]
+            used = reply[at + 8] + leased
+            remaining, reset = shown - used, reply[at + 9]
         else:
-            base = 4 if period == "d" else 7
-            used = reply[base + _TOTAL[field]] + (asks[field] if charged else 0)
+            used = reply[at + (0 if period == "d" else 3) + _TOTAL[field]]
+            if charged:
+                used += asks[field]
             remaining = shown - used
-            reset = (day.end_us if period == "d" else month.end_us) - now
+            reset = (day_end if period == "d" else month_end) - now
         states.append(
             LimitState(
                 limit.name,
                 limit.code,
                 shown,
                 used,
-                max(0, remaining),
-                max(0, math.ceil(reset)) / 1_000_000,
+                remaining if remaining > 0 else 0,
+                (math.ceil(reset) if reset > 0 else 0) / 1_000_000,
             )
         )
-    return tuple(states)
+    return states
 
 
-def _plus(usage: Usage, requests: int, tokens: int, spend: int) -> Usage:
-    return Usage(usage.requests + requests, usage.tokens + tokens, usage.spend + spend)
+def window_fields(window: Window) -> tuple[str, str, str]:
+    """The state hash's fields for a window's requests, tokens and spend (see reserve.lua)."""
+    return (f"{window.kind}r", f"{window.kind}t", f"{window.kind}s")
+
+
+def window_counters(state: dict[Any, Any], window: Window) -> Usage | None:
+    """A window's counters in a state hash as HGETALL reads it; None unless it holds them."""
+    fields = {k.decode() if isinstance(k, bytes) else k: v for k, v in state.items()}
+    label = fields.get(f"{window.kind}l")
+    if label is None or int(label) != window.start_us:
+        return None
+    return Usage(*(int(fields.get(name, 0)) for name in window_fields(window)))
 
 
 def _lua(name: str) -> str:
@@ -162,63 +206,82 @@ def _decision(
     month: Window,
     levels: tuple[Level, ...] = (),
 ) -> Decision:
-    """The decision reserve.lua's reply stands for (the first subject's, with its levels')."""
-    status, denied, retry_us, now_us = values[:4]
+    """The decision reserve.lua's reply stands for (the first subject's, with its levels').
+
+    Built with `made`: a decision is made on every protected call."""
+    status, denied, retry_us, now_us = values[0], values[1], values[2], values[3]
     charged = status == 1 and mode == "charge"
     asks = {"r": requests, "t": tokens, "s": spend, "c": 1 if member else 0}
     leased = charged and bool(member)
-    states = list(_states(plan, values, asks, leased, charged, day, month))
-    names = list(plan.names)
+    states = _states(plan, values, REPLY_HEAD, asks, leased, charged, day.end_us, month.end_us)
     for j, level in enumerate(levels, start=1):
-        reply = [*values[:4], *values[4 + 10 * j : 14 + 10 * j]]
-        for state in _states(_plan(level.policy), reply, asks, leased, charged, day, month):
+        at = REPLY_HEAD + 10 * j
+        for state in _states(
+            _plan(level.policy), values, at, asks, leased, charged, day.end_us, month.end_us
+        ):
             states.append(state._replace(name=f"{level.name}.{state.name}"))
-        names += [f"{level.name}.{limit.name}" for limit in level.policy.limits]
-    day_usage, month_usage = Usage(*values[4:7]), Usage(*values[7:10])
-    if charged:
-        if plan.uses_day:
-            day_usage = _plus(day_usage, requests, tokens, spend)
-        if plan.uses_month:
-            month_usage = _plus(month_usage, requests, tokens, spend)
+    r, t, sp = (requests, tokens, spend) if charged else (0, 0, 0)
+    day_usage = _usage(values[4], values[5], values[6], plan.uses_day, r, t, sp)
+    month_usage = _usage(values[7], values[8], values[9], plan.uses_month, r, t, sp)
     reservation = None
     allowed = status == 1
     if charged:
-        reservation = Reservation(
-            id=member.split(":", 1)[0] if member else "",
-            subject=subject,
-            requests=requests,
-            tokens=tokens,
-            spend=spend,
-            day=day,
-            month=month,
-            rates=plan.rates,
-            member=member,
-            levels=tuple((level.subject, _plan(level.policy).rates) for level in levels),
+        reservation = made(
+            Reservation,
+            {
+                "id": member.split(":", 1)[0] if member else "",
+                "subject": subject,
+                "requests": requests,
+                "tokens": tokens,
+                "spend": spend,
+                "day": day,
+                "month": month,
+                "rates": plan.rates,
+                "member": member,
+                "levels": tuple((level.subject, _plan(level.policy).rates) for level in levels)
+                if levels
+                else (),
+            },
         )
-    denied_by = names[denied - 1] if denied else None
-    on_hold = status == 0 and not denied
+    denied_by = None
     reasons: tuple[str, ...] = ()
     if not allowed:
+        names = list(plan.names)
+        for level in levels:
+            names += [f"{level.name}.{limit.name}" for limit in level.policy.limits]
+        denied_by = names[denied - 1] if denied else None
         reasons = tuple(
             s.name for s in states if s.remaining < asks[s.code[1] if s.code != "cc" else "c"]
         )
-        if on_hold:
+        if status == 0 and not denied:  # on hold
             denied_by, reasons = HOLD, (HOLD, *reasons)
-    return Decision(
-        allowed=allowed,
-        denied_by=denied_by,
-        retry_after=retry_us / 1_000_000,
-        now_us=now_us,
-        states=tuple(states),
-        reservation=reservation,
-        day=day,
-        month=month,
-        reasons=reasons,
-        day_usage=day_usage,
-        month_usage=month_usage,
-        watched_hold=None if held_ms is None else max(held_ms, 0) / 1000,
-        level_subjects={level.name: level.subject for level in levels},
+    return made(
+        Decision,
+        {
+            "allowed": allowed,
+            "denied_by": denied_by,
+            "retry_after": retry_us / 1_000_000,
+            "now_us": now_us,
+            "states": tuple(states),
+            "reservation": reservation,
+            "day": day,
+            "month": month,
+            "reasons": reasons,
+            "day_usage": day_usage,
+            "month_usage": month_usage,
+            "watched_hold": None if held_ms is None else max(held_ms, 0) / 1000,
+            "level_subjects": {level.name: level.subject for level in levels} if levels else {},
+        },
     )
+
+
+def _usage(
+    requests: int, tokens: int, spend: int, counted: bool, plus_r: int, plus_t: int, plus_s: int
+) -> Usage:
+    """A window's counters as read, with the ask if it was charged to a window in use."""
+    if counted:
+        requests, tokens, spend = requests + plus_r, tokens + plus_t, spend + plus_s
+    return made(Usage, {"requests": requests, "tokens": tokens, "spend": spend})
 
 
 # What a decision asks of Redis: reserve.lua's keys and arguments, or seeding a window.
@@ -243,26 +306,21 @@ class EngineLayout:
             return f"{self.prefix}:{{{tag}}}/{name}:{suffix}"
         return f"{self.prefix}:{{{subject}}}:{suffix}"
 
-    def window_key(self, subject: str, window: Window) -> str:
-        return self.key(subject, f"{window.kind}:{window.label}")
+    def state_key(self, subject: str) -> str:
+        """The hash holding the subject's arrival times and its day's and month's counters."""
+        return self.key(subject, "state")
 
-    def _keys(self, subjects: tuple[str, ...], day: Window, month: Window) -> list[str]:
-        """reserve.lua's keys for these subjects and windows, made once and kept."""
+    def _keys(self, subjects: tuple[str, ...]) -> list[str]:
+        """reserve.lua's keys for these subjects, made once and kept."""
         cache = self.__dict__.setdefault("_key_cache", {})
-        found = cache.get((subjects, day.label, month.label))
+        found = cache.get(subjects)
         if found is None:
             found = []
             for each in subjects:
-                found += [
-                    self.key(each, "rate"),
-                    self.key(each, "lease"),
-                    self.window_key(each, day),
-                    self.window_key(each, month),
-                    self.key(each, "hold"),
-                ]
+                found += [self.state_key(each), self.key(each, "lease")]
             if len(cache) >= KEY_CACHE_SIZE:
                 cache.clear()
-            cache[(subjects, day.label, month.label)] = found
+            cache[subjects] = found
         return found  # type: ignore[no-any-return]
 
     def _windows(self, clock_us: int, time_zone: str) -> tuple[Window, Window]:
@@ -287,13 +345,9 @@ class EngineLayout:
         used_requests = r.requests if requests is None else requests
         keys: list[str] = []
         args: list[Any] = [r.member, r.requests, r.tokens, r.spend, used_requests, tokens, spend]
+        args += [r.day.start_us, r.month.start_us]
         for subject, rates in ((r.subject, r.rates), *r.levels):
-            keys += [
-                self.key(subject, "rate"),
-                self.key(subject, "lease"),
-                self.window_key(subject, r.day),
-                self.window_key(subject, r.month),
-            ]
+            keys += [self.state_key(subject), self.key(subject, "lease")]
             args.append(len(rates))
             for field, interval in rates:
                 args += [field, interval]
@@ -305,8 +359,8 @@ class EngineLayout:
         if now_us is None:
             now_us = int(time.time() * 1_000_000)
         expire_ms = max(1, (window.end_us + WINDOW_GRACE_US - now_us) // 1000)
-        key = self.window_key(subject, window)
-        return [key], [usage.requests, usage.tokens, usage.spend, expire_ms]
+        args = [window.kind, window.start_us, usage.requests, usage.tokens, usage.spend, expire_ms]
+        return [self.state_key(subject)], args
 
     def _steps(
         self,
@@ -349,7 +403,7 @@ class EngineLayout:
         ]
 
         for _attempt in range(4):
-            keys = self._keys(subjects, day, month)
+            keys = self._keys(subjects)
             args = [*head, day.start_us, day.end_us, month.start_us, month.end_us, *tail]
             values, held_ms = yield ("reserve", keys, args)
             status, now_us = values[0], values[3]
@@ -454,7 +508,7 @@ class QuotaEngine(EngineLayout):
             lease_seconds,
             now,
             seeder,
-            tuple(self.key(other, "hold") for other in watch),
+            tuple(self.key(other, "hold") for other in watch) if watch else (),
             levels,
         )
 
@@ -550,7 +604,7 @@ class QuotaEngine(EngineLayout):
         """Refuse every reservation of `subject` for `seconds` (extends, never shortens)."""
         ms = max(1, int(seconds * 1000))
         with unavailable_on_error():
-            self._hold(keys=[self.key(subject, "hold")], args=[ms])
+            self._hold(keys=[self.key(subject, "hold"), self.state_key(subject)], args=[ms])
 
     def hold_remaining(self, subject: str) -> float:
         """Seconds left of a hold on `subject`; 0 if none."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 # A limit's code: its period ("r" rate, "d" day, "m" month, "c" concurrency) then the
 # resource it counts ("r" requests, "t" tokens, "s" spend in micro-USD).
@@ -180,3 +180,15 @@ class Decision:
             if state.code == code:
                 return state
         return None
+
+
+T = TypeVar("T")
+
+
+def made(cls: type[T], values: dict[str, Any]) -> T:
+    """An instance of the frozen dataclass `cls` (one of this module's, none of which checks
+    its values) from the value of every one of its fields, without the per-field
+    `object.__setattr__` its `__init__` pays: the engine makes a few on every decision."""
+    instance = object.__new__(cls)
+    instance.__dict__.update(values)
+    return instance

@@ -233,12 +233,7 @@ def test_every_key_of_a_subject_hashes_to_one_slot(engine):
     engine.reserve("u:42", FULL, tokens=5_000, now=NOW)  # denied: counts a denial
     engine.reserve("u:4", FULL, lease=True, now=NOW)
     keys = engine.subject_keys("u:42")
-    assert sorted(keys) == [
-        "test:{u:42}:d:20240612",
-        "test:{u:42}:lease",
-        "test:{u:42}:m:202406",
-        "test:{u:42}:rate",
-    ]
+    assert sorted(keys) == ["test:{u:42}:lease", "test:{u:42}:state"]
     assert {key_slot(key.encode()) for key in keys} == {key_slot(b"u:42")}
     assert all("{u:4}" in key for key in engine.subject_keys("u:4"))
 
@@ -298,7 +293,7 @@ class TestRedisUnavailable:
             engine.policy_version()
 
     def test_other_errors_are_not_disguised(self, engine, redis_client):
-        redis_client.set("test:{u}:rate", "not a hash")
+        redis_client.set("test:{u}:state", "not a hash")
         with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
             engine.reserve("u", FULL, now=NOW)
 
@@ -366,3 +361,66 @@ def test_a_hold_that_cannot_be_read_leaves_the_reservation_standing(engine, monk
 
 def _node_down(*args):
     raise redis.ConnectionError("node down")
+
+
+class TestState:
+    """A subject's rate, day and month live in one hash, for as long as they are needed."""
+
+    def test_it_lives_until_the_month_ends_plus_the_grace(self, engine, redis_client, local_time):
+        now = local_time(PARIS, 2024, 6, 12, 10)
+        engine.reserve("u", FULL, tokens=10, now=now)
+        month_end = local_time(PARIS, 2024, 7, 1)
+        lives = redis_client.pttl(engine.state_key("u")) / 1000
+        assert month_end + 86_400 - now - 1 <= lives <= month_end + 86_400 - now + 1
+
+    def test_a_rate_alone_lives_until_its_bucket_is_full_again(self, engine, redis_client):
+        engine.reserve("u", rate(10, interval=60.0), requests=3, now=NOW)
+        assert 17_000 <= redis_client.pttl(engine.state_key("u")) <= 18_002
+
+    def test_a_rate_does_not_cut_the_life_of_the_months_counters(self, engine, redis_client):
+        engine.reserve("u", FULL, tokens=10, now=NOW)
+        engine.reserve("u", rate(10), now=NOW)
+        assert redis_client.pttl(engine.state_key("u")) > 86_400_000
+        assert engine.peek("u", FULL, now=NOW).state("mt").used == 10
+
+    def test_a_new_day_counts_from_zero_and_keeps_the_month(self, engine, local_time):
+        policy = Policy(FULL.limits, time_zone=PARIS, rehydrate=False)
+        engine.reserve("u", policy, tokens=700, now=local_time(PARIS, 2024, 6, 12, 23, 59))
+        engine.reserve("u", policy, tokens=800, now=local_time(PARIS, 2024, 6, 12, 23, 59))  # no
+        fresh = engine.reserve("u", policy, tokens=800, now=local_time(PARIS, 2024, 6, 13))
+        assert fresh.allowed
+        assert (fresh.state("dt").used, fresh.state("mt").used) == (800, 1_500)
+        assert fresh.day_usage.requests == 1
+
+    def test_a_late_settle_corrects_the_month_and_leaves_the_new_day_alone(
+        self, engine, local_time
+    ):
+        before = engine.reserve(
+            "u", FULL, tokens=900, lease=True, now=local_time(PARIS, 2024, 6, 12, 23, 59)
+        )
+        after = local_time(PARIS, 2024, 6, 13, 0, 1)
+        engine.reserve("u", FULL, tokens=50, now=after)
+        assert engine.settle(before.reservation, tokens=300, spend=0)
+        peeked = engine.peek("u", FULL, now=after)
+        assert (peeked.state("dt").used, peeked.state("mt").used) == (50, 350)
+        assert peeked.state("cc").used == 0
+
+
+@pytest.mark.parametrize("tokens", [10, 5_000])  # granted, refused by the day
+def test_a_decision_carries_every_field(engine, tokens):
+    from dataclasses import fields
+
+    from quotas.engine import Decision, Level, Reservation
+
+    team = Level("team", "u:9/t", Policy((Limit("tokens per day", "dt", 100_000),)))
+    decision = engine.reserve("u:9", FULL, tokens=tokens, lease=True, now=NOW, levels=(team,))
+    assert set(vars(decision)) == {f.name for f in fields(Decision)}
+    assert decision.allowed == (tokens == 10)
+    if decision.reservation is not None:
+        assert set(vars(decision.reservation)) == {f.name for f in fields(Reservation)}
+        assert decision.reservation.levels == (("u:9/t", ()),)
+    else:
+        assert decision.denied_by == "tokens per day"
+    assert decision.state("mt").used == (10 if decision.allowed else 0)
+    assert [s.name for s in decision.states][-1] == "team.tokens per day"
+    assert decision.level_subjects == {"team": "u:9/t"}

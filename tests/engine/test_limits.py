@@ -84,3 +84,15 @@ def test_decision_state_by_code():
     decision = Decision(allowed=True, denied_by=None, retry_after=0, now_us=0, states=(state,))
     assert decision.state("dt") is state
     assert decision.state("rr") is None
+
+
+def test_made_is_the_frozen_instance_the_constructor_makes():
+    from dataclasses import FrozenInstanceError
+
+    from quotas.engine.limits import Usage, made
+
+    usage = made(Usage, {"requests": 1, "tokens": 2, "spend": 3})
+    assert usage == Usage(1, 2, 3)
+    assert hash(usage) == hash(Usage(1, 2, 3))
+    with pytest.raises(FrozenInstanceError):
+        usage.tokens = 5  # type: ignore[misc]

@@ -1,41 +1,46 @@
 -- settle.lua: bring a reservation's charges to the amounts really used, release its lease,
 -- for every subject it charged (a user, their team, their key) at once.
 --
--- Per subject, 4 keys (subject j's are KEYS[4j-3 .. 4j]):
---   rate hash, lease sorted set, the day hash and the month hash the reservation was
---   charged in
+-- Per subject, 2 keys (subject j's are KEYS[2j-1 .. 2j]): its state hash and its lease
+-- sorted set (see reserve.lua)
 --
 -- ARGV[1]       lease member ("" if the reservation took none)
 -- ARGV[2..4]    requests, tokens, spend reserved
 -- ARGV[5..7]    requests, tokens, spend actually used
--- ARGV[8..]     per subject: n, the number of its rated resources, then 2 values each:
---               field, emission interval (us)
+-- ARGV[8..9]    the day and the month the reservation was charged in (their starts in us)
+-- ARGV[10..]    per subject: n, the number of its rated resources, then 2 values each:
+--               field (r, t), emission interval (us)
 --
 -- Returns 1 if the reservation was still held by the first subject (counters moved by
 -- actual - reserved) or 0 if its lease was gone (Redis lost it, or it expired): then the
 -- counters that exist are given the actual amounts, since they no longer hold the
--- reservation. Each subject is judged by its own lease. A missing window hash is left
--- alone: it will be re-seeded from the ledger.
+-- reservation. Each subject is judged by its own lease. A day or month the state no longer
+-- holds (it rolled over, or was lost) is left alone: it is seeded from the ledger.
 
-local reserved = {r = tonumber(ARGV[2]), t = tonumber(ARGV[3]), s = tonumber(ARGV[4])}
-local actual = {r = tonumber(ARGV[5]), t = tonumber(ARGV[6]), s = tonumber(ARGV[7])}
-
-local function fmt(x) return string.format('%.0f', x) end
+local unpack = unpack or table.unpack
+local reserved = {tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])}
+local actual = {tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])}
+local RESOURCE = {r = 1, t = 2}
 
 local first_held = 1
-local pos = 8
-for j = 1, #KEYS / 4 do
-  local k = 4 * (j - 1)
+local pos = 10
+for j = 1, #KEYS / 2 do
+  local state, lease = KEYS[2 * j - 1], KEYS[2 * j]
   local held = 1
-  if ARGV[1] ~= '' then held = redis.call('ZREM', KEYS[k + 2], ARGV[1]) end
+  if ARGV[1] ~= '' then held = redis.call('ZREM', lease, ARGV[1]) end
   if j == 1 then first_held = held end
 
-  for _, key in ipairs({KEYS[k + 3], KEYS[k + 4]}) do
-    if redis.call('EXISTS', key) == 1 then
-      for _, f in ipairs({'r', 't', 's'}) do
-        local delta = actual[f]
-        if held == 1 then delta = actual[f] - reserved[f] end
-        if delta ~= 0 then redis.call('HINCRBY', key, f, fmt(delta)) end
+  local v = redis.call('HMGET', state, 'dl', 'ml', 'dr', 'dt', 'ds', 'mr', 'mt', 'ms', 'rr', 'rt')
+  local fields = {}
+  for w, window in ipairs({{v[1] == ARGV[8], 'dr', 'dt', 'ds'}, {v[2] == ARGV[9], 'mr', 'mt', 'ms'}}) do
+    if window[1] then
+      for i = 1, 3 do
+        local delta = actual[i]
+        if held == 1 then delta = actual[i] - reserved[i] end
+        if delta ~= 0 then
+          fields[#fields + 1] = window[i + 1]
+          fields[#fields + 1] = tonumber(v[3 * w - 1 + i]) + delta
+        end
       end
     end
   end
@@ -45,13 +50,15 @@ for j = 1, #KEYS / 4 do
     for i = 1, n do
       local f = ARGV[pos + 2 * i - 1]
       local T = tonumber(ARGV[pos + 2 * i])
-      local tat = redis.call('HGET', KEYS[k + 1], f)
-      local delta = actual[f] - reserved[f]
+      local tat = v[8 + RESOURCE[f]]
+      local delta = actual[RESOURCE[f]] - reserved[RESOURCE[f]]
       if tat and delta ~= 0 then
-        redis.call('HSET', KEYS[k + 1], f, fmt(math.floor(tonumber(tat) + delta * T)))
+        fields[#fields + 1] = 'r' .. f
+        fields[#fields + 1] = math.floor(tonumber(tat) + delta * T)
       end
     end
   end
+  if #fields > 0 then redis.call('HSET', state, unpack(fields)) end
   pos = pos + 1 + 2 * n
 end
 
