@@ -213,13 +213,7 @@ def _decision(
     charged = status == 1 and mode == "charge"
     asks = {"r": requests, "t": tokens, "s": spend, "c": 1 if member else 0}
     leased = charged and bool(member)
-    states = _states(plan, values, REPLY_HEAD, asks, leased, charged, day.end_us, month.end_us)
-    for j, level in enumerate(levels, start=1):
-        at = REPLY_HEAD + 10 * j
-        for state in _states(
-            _plan(level.policy), values, at, asks, leased, charged, day.end_us, month.end_us
-        ):
-            states.append(state._replace(name=f"{level.name}.{state.name}"))
+    read = (plan, values, asks, leased, charged, day.end_us, month.end_us, levels)
     r, t, sp = (requests, tokens, spend) if charged else (0, 0, 0)
     day_usage = _usage(values[4], values[5], values[6], plan.uses_day, r, t, sp)
     month_usage = _usage(values[7], values[8], values[9], plan.uses_month, r, t, sp)
@@ -250,6 +244,7 @@ def _decision(
         for level in levels:
             names += [f"{level.name}.{limit.name}" for limit in level.policy.limits]
         denied_by = names[denied - 1] if denied else None
+        states = _decision_states(*read)
         reasons = tuple(
             s.name for s in states if s.remaining < asks[s.code[1] if s.code != "cc" else "c"]
         )
@@ -262,7 +257,8 @@ def _decision(
             "denied_by": denied_by,
             "retry_after": retry_us / 1_000_000,
             "now_us": now_us,
-            "states": tuple(states),
+            # Worked out when first read; a refusal needed them already.
+            **({"_states": states} if not allowed else {"_states_from": (_decision_states, read)}),
             "reservation": reservation,
             "day": day,
             "month": month,
@@ -273,6 +269,28 @@ def _decision(
             "level_subjects": {level.name: level.subject for level in levels} if levels else {},
         },
     )
+
+
+def _decision_states(
+    plan: _Plan,
+    values: list[int],
+    asks: dict[str, int],
+    leased: bool,
+    charged: bool,
+    day_end: int,
+    month_end: int,
+    levels: tuple[Level, ...],
+) -> tuple[LimitState, ...]:
+    """Every limit's state in a reply: the first subject's, then each level's, named
+    `level.limit`."""
+    states = _states(plan, values, REPLY_HEAD, asks, leased, charged, day_end, month_end)
+    for j, level in enumerate(levels, start=1):
+        at = REPLY_HEAD + 10 * j
+        for state in _states(
+            _plan(level.policy), values, at, asks, leased, charged, day_end, month_end
+        ):
+            states.append(state._replace(name=f"{level.name}.{state.name}"))
+    return tuple(states)
 
 
 def _usage(

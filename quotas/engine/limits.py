@@ -155,6 +155,24 @@ class Reservation:
     levels: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()
 
 
+class _States:
+    """`Decision.states`: as given, or worked out from the engine's reply when first read
+    (a decision is made on every protected call; its states only when asked for)."""
+
+    def __get__(self, obj: Any, owner: Any = None) -> tuple[LimitState, ...]:
+        if obj is None:
+            return ()  # the field's default
+        found: dict[str, Any] = obj.__dict__
+        states = found.get("_states")
+        if states is None:  # two threads reading at once both work them out, alike
+            work, args = found["_states_from"]
+            states = found["_states"] = tuple(work(*args))
+        return states
+
+    def __set__(self, obj: Any, value: tuple[LimitState, ...]) -> None:
+        obj.__dict__["_states"] = tuple(value)
+
+
 @dataclass(frozen=True)
 class Decision:
     """The answer of one reservation: granted or not, why, and every limit's state."""
@@ -163,7 +181,7 @@ class Decision:
     denied_by: str | None
     retry_after: float  # seconds; 0 when allowed
     now_us: int
-    states: tuple[LimitState, ...] = ()
+    states: _States = _States()
     reservation: Reservation | None = None
     day: Window | None = None
     month: Window | None = None
@@ -188,7 +206,10 @@ T = TypeVar("T")
 def made(cls: type[T], values: dict[str, Any]) -> T:
     """An instance of the frozen dataclass `cls` (one of this module's, none of which checks
     its values) from the value of every one of its fields, without the per-field
-    `object.__setattr__` its `__init__` pays: the engine makes a few on every decision."""
+    `object.__setattr__` its `__init__` pays: the engine makes a few on every decision.
+
+    A `Decision`'s states are given as `_states` (the tuple) or `_states_from` (a function
+    and its arguments, called when they are first read)."""
     instance = object.__new__(cls)
     instance.__dict__.update(values)
     return instance

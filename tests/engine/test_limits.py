@@ -96,3 +96,22 @@ def test_made_is_the_frozen_instance_the_constructor_makes():
     assert hash(usage) == hash(Usage(1, 2, 3))
     with pytest.raises(FrozenInstanceError):
         usage.tokens = 5  # type: ignore[misc]
+
+
+def test_a_decisions_states_are_as_given_or_worked_out_once_when_read():
+    from quotas.engine.limits import made
+
+    state = LimitState("rpm", "rr", 10, 1, 9, 6.0)
+    calls = []
+
+    def work(*args):
+        calls.append(args)
+        return [state]
+
+    given = Decision(True, None, 0.0, 1, states=(state,))
+    lazy = made(Decision, {**vars(Decision(True, None, 0.0, 1)), "_states_from": (work, (1, 2))})
+    lazy.__dict__.pop("_states")
+    assert calls == []
+    assert lazy.states == (state,) and lazy.state("rr") == state
+    assert lazy == given
+    assert calls == [(1, 2)]  # once
