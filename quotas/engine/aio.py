@@ -84,10 +84,14 @@ class AsyncQuotaEngine(EngineLayout):
         await self._ready()
         member = self._member(lease, requests, tokens, spend)
         watched = tuple(self.key(other, "hold") for other in watch) if watch else ()
-        steps = self._steps(
+        ask = self._first(
             subject, policy, "charge", member, requests, tokens, spend, lease_seconds, now, levels
         )
-        reply: Any = None
+        reply: Any = await self._call_reserve(ask.keys, ask.args, watched)
+        if reply[0][0] >= 0:  # decided: nothing to seed
+            return ask.decision(reply[0], reply[1], ask.day, ask.month)
+        steps = self._steps(ask, reply)
+        reply = None
         while True:
             try:
                 step = steps.send(reply)

@@ -380,7 +380,7 @@ class EngineLayout:
         args = [window.kind, window.start_us, usage.requests, usage.tokens, usage.spend, expire_ms]
         return [self.state_key(subject)], args
 
-    def _steps(
+    def _first(
         self,
         subject: str,
         policy: Policy,
@@ -392,9 +392,8 @@ class EngineLayout:
         lease_seconds: float,
         now: float | None,
         levels: tuple[Level, ...] = (),
-    ) -> Generator[ReserveStep | SeedStep, Any, Decision]:
-        """One decision: yields ("reserve", keys, args) to receive (reply, held_ms), and
-        ("seed", subject, window, now_us) for each window missing from Redis.
+    ) -> _Ask:
+        """A decision's ask: what reserve.lua is called with first.
 
         The `levels` are decided in the same script call, all or nothing: their keys must
         share the first subject's hash tag (see `key`)."""
@@ -419,29 +418,72 @@ class EngineLayout:
             int(policy.track_usage),
             int(policy.rehydrate),
         ]
-
-        for _attempt in range(4):
-            keys = self._keys(subjects)
-            args = [*head, day.start_us, day.end_us, month.start_us, month.end_us, *tail]
-            values, held_ms = yield ("reserve", keys, args)
-            status, now_us = values[0], values[3]
-            if status == -2:  # this server's clock is off: take the windows by Redis's
-                day, month = current_windows(now_us, policy.time_zone)
-            elif status == -1:
-                for j, each in enumerate(subjects):
-                    for missing, window in ((values[4 + 2 * j], day), (values[5 + 2 * j], month)):
-                        if missing:
-                            yield ("seed", each, window, now_us)
-            else:
-                break
-        else:  # pragma: no cover - a window seeded over and over vanished each time
-            raise RuntimeError(f"Window counters for {subject!r} could not be seeded.")
-        return _decision(
+        args = [*head, day.start_us, day.end_us, month.start_us, month.end_us, *tail]
+        return _Ask(
             policy,
             plan,
             subject,
+            subjects,
             mode,
             member,
+            levels,
+            self._keys(subjects),
+            args,
+            day,
+            month,
+        )
+
+    def _steps(
+        self, ask: _Ask, reply: tuple[list[int], int | None]
+    ) -> Generator[ReserveStep | SeedStep, Any, Decision]:
+        """The rest of a decision after reserve.lua's first `reply`: yields ("seed",
+        subject, window, now_us) for each window missing from Redis, and ("reserve", keys,
+        args) to receive (reply, held_ms) again; returns the decision."""
+        day, month = ask.day, ask.month
+        for _attempt in range(4):
+            values, held_ms = reply
+            status, now_us = values[0], values[3]
+            if status >= 0:
+                return ask.decision(values, held_ms, day, month)
+            if status == -2:  # this server's clock is off: take the windows by Redis's
+                day, month = current_windows(now_us, ask.policy.time_zone)
+            else:
+                for j, each in enumerate(ask.subjects):
+                    for missing, window in ((values[4 + 2 * j], day), (values[5 + 2 * j], month)):
+                        if missing:
+                            yield ("seed", each, window, now_us)
+            args = [*ask.args[:9], day.start_us, day.end_us, month.start_us, month.end_us]
+            reply = yield ("reserve", ask.keys, [*args, *ask.args[13:]])
+        # A window seeded over and over vanished each time.
+        raise RuntimeError(f"Window counters for {ask.subject!r} could not be seeded.")
+
+
+class _Ask(NamedTuple):
+    """A decision being made: its first call's keys and arguments, and what its reply is
+    read with."""
+
+    policy: Policy
+    plan: _Plan
+    subject: str
+    subjects: tuple[str, ...]
+    mode: str
+    member: str
+    levels: tuple[Level, ...]
+    keys: list[str]
+    args: list[Any]
+    day: Window
+    month: Window
+
+    def decision(
+        self, values: list[int], held_ms: int | None, day: Window, month: Window
+    ) -> Decision:
+        requests, tokens, spend = self.args[1], self.args[2], self.args[3]
+        return _decision(
+            self.policy,
+            self.plan,
+            self.subject,
+            self.mode,
+            self.member,
             requests,
             tokens,
             spend,
@@ -449,7 +491,7 @@ class EngineLayout:
             held_ms,
             day,
             month,
-            levels,
+            self.levels,
         )
 
 
@@ -557,10 +599,15 @@ class QuotaEngine(EngineLayout):
         watched: tuple[str, ...],
         levels: tuple[Level, ...] = (),
     ) -> Decision:
-        steps = self._steps(
+        ask = self._first(
             subject, policy, mode, member, requests, tokens, spend, lease_seconds, now, levels
         )
-        reply: Any = None
+        with unavailable_on_error():
+            reply: Any = self._call_reserve(ask.keys, ask.args, watched)
+        if reply[0][0] >= 0:  # decided: nothing to seed
+            return ask.decision(reply[0], reply[1], ask.day, ask.month)
+        steps = self._steps(ask, reply)
+        reply = None
         while True:
             try:
                 step = steps.send(reply)
