@@ -136,6 +136,17 @@ def test_a_deleted_users_rows_leave_the_totals():
     assert not LedgerMonthTotal.objects.filter(user_id=ada.pk).exists()
 
 
+def test_an_emptied_ledger_empties_its_totals():
+    settle(make_user("ada"), 100, 0, 1_000)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":  # (the test's foreign keys checked first)
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            cursor.execute("TRUNCATE quotas_usagerecord")
+        else:  # SQLite has no TRUNCATE: a DELETE without WHERE is its own
+            cursor.execute("DELETE FROM quotas_usagerecord")
+    assert not LedgerDayTotal.objects.exists() and not LedgerMonthTotal.objects.exists()
+
+
 DEC = date(2026, 12, 1)
 
 

@@ -100,6 +100,17 @@ END
 $$""",
         f"CREATE TRIGGER quotas_ledger_totals AFTER INSERT OR UPDATE OR DELETE ON {LEDGER} "
         "FOR EACH ROW EXECUTE FUNCTION quotas_ledger_totals()",
+        # An emptied ledger empties its totals.
+        f"""
+CREATE FUNCTION quotas_ledger_totals_emptied() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  DELETE FROM {DAY};
+  DELETE FROM {MONTH};
+  RETURN NULL;
+END
+$$""",
+        f"CREATE TRIGGER quotas_ledger_totals_emptied AFTER TRUNCATE ON {LEDGER} "
+        "FOR EACH STATEMENT EXECUTE FUNCTION quotas_ledger_totals_emptied()",
     ]
 
 
@@ -144,6 +155,8 @@ REMOVE = {
     "postgresql": [
         f"DROP TRIGGER IF EXISTS quotas_ledger_totals ON {LEDGER}",
         "DROP FUNCTION IF EXISTS quotas_ledger_totals()",
+        f"DROP TRIGGER IF EXISTS quotas_ledger_totals_emptied ON {LEDGER}",
+        "DROP FUNCTION IF EXISTS quotas_ledger_totals_emptied()",
     ],
     "sqlite": [
         f"DROP TRIGGER IF EXISTS quotas_ledger_totals_{event}"
