@@ -7,8 +7,9 @@ read per month, whichever is fewer rows: the month's totals less the ledger rows
 days outside the range, or the ledger rows of its days inside it. Days after today count
 as holding no rows. Either way the sums are the ledger's, exactly.
 
-On databases without the triggers (other than PostgreSQL and SQLite) every sum is read
-from the ledger itself.
+On databases without the triggers every sum is read from the ledger itself: other than
+PostgreSQL and SQLite, and any database built without migration 0008 (e.g. by
+`pytest --nomigrations`) or whose triggers were disabled.
 """
 
 from __future__ import annotations
@@ -21,13 +22,48 @@ from django.db import connection
 
 from .models import LedgerDayTotal, LedgerMonthTotal, UsageRecord
 
-# The databases whose migration installs the triggers.
-KEEPING_VENDORS = frozenset({"postgresql", "sqlite"})
+# The databases whose migration installs the triggers: how many of them it installs, and
+# a query counting those that are there (and enabled).
+TRIGGERS = {
+    "postgresql": (
+        2,
+        "SELECT COUNT(*) FROM pg_trigger WHERE tgrelid = 'quotas_usagerecord'::regclass "
+        "AND tgname IN ('quotas_ledger_totals', 'quotas_ledger_totals_emptied') "
+        "AND tgenabled <> 'D'",
+    ),
+    "sqlite": (
+        4,
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = "
+        "'quotas_usagerecord' AND name IN ('quotas_ledger_totals_insert', "
+        "'quotas_ledger_totals_delete', 'quotas_ledger_totals_update', "
+        "'quotas_ledger_totals_rekey')",
+    ),
+}
+KEEPING_VENDORS = frozenset(TRIGGERS)
 
 
 def kept() -> bool:
-    """Whether the totals are kept on this database."""
-    return connection.vendor in KEEPING_VENDORS
+    """Whether this database keeps the totals: its ledger's triggers are all there and
+    enabled. Looked up once per database connection."""
+    if connection.vendor not in TRIGGERS:
+        return False
+    connection.ensure_connection()
+    opened = id(connection.connection)
+    known: tuple[int, bool] | None = getattr(connection, "quotas_totals_kept", None)
+    if known is None or known[0] != opened:
+        expected, sql = TRIGGERS[connection.vendor]
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+            (found,) = cursor.fetchone()
+        known = (opened, found == expected)
+        connection.quotas_totals_kept = known  # type: ignore[attr-defined]
+    return known[1]
+
+
+def forget() -> None:
+    """Look the triggers up again (after installing or disabling them)."""
+    if hasattr(connection, "quotas_totals_kept"):
+        del connection.quotas_totals_kept
 
 
 def by_day_and_model(first: date, last: date) -> Any:
@@ -101,10 +137,10 @@ def _joined(ranges: list[tuple[date, date]]) -> tuple[tuple[date, date], ...]:
 
 
 def per_user_rows(found: Cover, columns: dict[str, str], prefix: str) -> tuple[str, dict[str, Any]]:
-    """A SELECT of `user_id` and each of `columns` (name: an expression over the ledger's
-    amount columns) from the rows of `found`, those taken off negated: summed by
-    `user_id`, they are the ledger's sums over the range. Its parameters are named
-    `prefix` and a number."""
+    """A SELECT of `user_id`, `records` and each of `columns` (name: an expression over the
+    ledger's amount columns) from the rows of `found`, those taken off negated: summed by
+    `user_id`, they are the ledger's sums over the range, and `records` its rows (a user
+    with none there sums to 0). Its parameters are named `prefix` and a number."""
     quote = connection.ops.quote_name
     ledger = quote(UsageRecord._meta.db_table)
     months = quote(LedgerMonthTotal._meta.db_table)
@@ -115,19 +151,18 @@ def per_user_rows(found: Cover, columns: dict[str, str], prefix: str) -> tuple[s
         params[key] = value
         return f"%({key})s"
 
-    def select(table: str, where: str, sign: str) -> str:
+    def select(table: str, records: str, where: str, sign: str) -> str:
         shown = ", ".join(f"{sign}({expr}) AS {column}" for column, expr in columns.items())
-        return f"SELECT user_id, {shown} FROM {table} WHERE {where}"
+        return f"SELECT user_id, {sign}{records} AS records, {shown} FROM {table} WHERE {where}"
 
     parts = []
     if found.months:
         listed = ", ".join(name(month) for month in found.months)
-        parts.append(select(months, f"month IN ({listed})", ""))
+        parts.append(select(months, "records", f"month IN ({listed})", ""))
     for ranges, sign in ((found.added, ""), (found.taken, "-")):
         if ranges:
             where = " OR ".join(f"(day >= {name(a)} AND day <= {name(b)})" for a, b in ranges)
-            parts.append(select(ledger, where, sign))
+            parts.append(select(ledger, "1", where, sign))
     if not parts:  # an empty range
-        shown = ", ".join(f"0 AS {column}" for column in columns)
-        parts.append(f"SELECT user_id, {shown} FROM {ledger} WHERE 1 = 0")
+        parts.append(select(ledger, "1", "1 = 0", ""))
     return "\nUNION ALL\n".join(parts), params

@@ -120,8 +120,9 @@ WITH used AS (
     SUM(spend_day) AS spend_day, SUM(tokens_month) AS tokens_month,
     SUM(spend_month) AS spend_month, SUM(denied_month) AS denied_month
   FROM (
-    SELECT user_id, requests AS requests_day, prompt_tokens + completion_tokens AS tokens_day,
-      cost AS spend_day, 0 AS tokens_month, 0 AS spend_month, 0 AS denied_month
+    SELECT user_id, 1 AS records, requests AS requests_day,
+      prompt_tokens + completion_tokens AS tokens_day, cost AS spend_day, 0 AS tokens_month,
+      0 AS spend_month, 0 AS denied_month
     FROM {t["ledger"]} WHERE day = %(today)s
     UNION ALL
     {month}
@@ -273,7 +274,7 @@ WITH per_user AS (
     SUM(completion) AS completion, SUM(spent) AS spent, SUM(refused) AS refused
   FROM (
     {parts}
-  ) parts GROUP BY user_id
+  ) parts GROUP BY user_id HAVING SUM(records) > 0
 ), ranked AS (
   SELECT per_user.*,
     ROW_NUMBER() OVER (ORDER BY spent DESC, user_id) AS by_spend,
