@@ -13,7 +13,7 @@ from django.db.models import Sum
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
-from . import ledger, services, standing
+from . import ledger, ledger_totals, services, standing
 from .charts import Chart, bar_chart, usd
 from .engine import CountersUnavailable, Decision
 from .limit_kinds import BY_FIELD
@@ -295,7 +295,7 @@ def _site(
     """The totals of today, this month and the range, the site's charts and the range's
     figures by model: from the ledger's sums per day and model, one query."""
     since, until = min(first, start, today), max(last, end, today)
-    per_day: Any = UsageRecord.objects.filter(day__gte=since, day__lte=until)
+    per_day = ledger_totals.by_day_and_model(since, until)
     sums = {name: Sum(COLUMNS[name]) for name in SUMS}
     by_day: dict[date, dict[str, Any]] = {}
     by_model: dict[str, dict[str, Any]] = {}

@@ -454,6 +454,68 @@ class LevelUsage(models.Model):
         _add_to_ledger(cls, {"level": level, "day": day, "model": model}, amounts)
 
 
+# A total of many ledger rows: wider than one row's cost.
+TOTAL_MONEY: dict[str, Any] = {"max_digits": 20, "decimal_places": 6}
+
+
+class LedgerTotal(models.Model):
+    """The sums of some ledger rows (`UsageRecord`), and how many rows they are.
+
+    The database keeps the totals: triggers on the ledger (migration 0008, PostgreSQL and
+    SQLite) add every insert, update and delete of a ledger row to them in the same
+    statement, whatever made it (a settlement, the ORM, a bulk insert, a deleted user's
+    cascade). A total whose rows are all gone is deleted with the last of them.
+    """
+
+    records = models.BigIntegerField(default=0, help_text="Ledger rows summed.")
+    requests = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    cached_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    cost = models.DecimalField(**TOTAL_MONEY, default=Decimal(0), help_text="USD.")
+    denied = models.BigIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+class LedgerDayTotal(LedgerTotal):
+    """The ledger of every user summed per day and model."""
+
+    day = models.DateField()
+    model = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["day", "model"], name="quotas_ledger_day_total_unique")
+        ]
+        ordering = ["-day", "model"]
+        verbose_name = "ledger total of a day"
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.model or '-'}"
+
+
+class LedgerMonthTotal(LedgerTotal):
+    """A user's ledger summed per month (`month`: its first day)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    month = models.DateField()
+
+    class Meta:
+        constraints = [  # the month first: a month's totals are read together
+            models.UniqueConstraint(
+                fields=["month", "user"], name="quotas_ledger_month_total_unique"
+            )
+        ]
+        ordering = ["-month", "user"]
+        verbose_name = "ledger total of a user's month"
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.month:%Y-%m}"
+
+
 def _add_to_ledger(table: type[models.Model], key: dict[str, Any], amounts: dict[str, Any]) -> None:
     """Add amounts to the row of `table` at `key` (its unique fields), creating it if
     needed, in one statement where the database can; raises IntegrityError for a key

@@ -15,6 +15,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db import connection
 
+from . import ledger_totals
 from .models import QuotaAdjustment, Team, Tier, UsageRecord, UserQuota
 
 NEAR_PERCENT = 80
@@ -77,7 +78,18 @@ def _greatest() -> str:
     return "MAX" if connection.vendor == "sqlite" else "GREATEST"
 
 
-def _sql(where: str, order: str) -> str:
+# A month's sums per user, beside today's (which are read from the ledger apart).
+MONTH_COLUMNS = {
+    "requests_day": "0",
+    "tokens_day": "0",
+    "spend_day": "0",
+    "tokens_month": "prompt_tokens + completion_tokens",
+    "spend_month": "cost",
+    "denied_month": "denied",
+}
+
+
+def _sql(where: str, order: str, month: str) -> str:
     t = _tables()
     big = _greatest()
     limits, percents = [], []
@@ -104,15 +116,17 @@ def _sql(where: str, order: str) -> str:
         )
     return f"""
 WITH used AS (
-  SELECT user_id,
-    SUM(CASE WHEN day = %(today)s THEN requests ELSE 0 END) AS requests_day,
-    SUM(CASE WHEN day = %(today)s THEN prompt_tokens + completion_tokens ELSE 0 END)
-      AS tokens_day,
-    SUM(CASE WHEN day = %(today)s THEN cost ELSE 0 END) AS spend_day,
-    SUM(prompt_tokens + completion_tokens) AS tokens_month,
-    SUM(cost) AS spend_month,
-    SUM(denied) AS denied_month
-  FROM {t["ledger"]} WHERE day >= %(first)s AND day <= %(last)s GROUP BY user_id
+  SELECT user_id, SUM(requests_day) AS requests_day, SUM(tokens_day) AS tokens_day,
+    SUM(spend_day) AS spend_day, SUM(tokens_month) AS tokens_month,
+    SUM(spend_month) AS spend_month, SUM(denied_month) AS denied_month
+  FROM (
+    SELECT user_id, 1 AS records, requests AS requests_day,
+      prompt_tokens + completion_tokens AS tokens_day, cost AS spend_day, 0 AS tokens_month,
+      0 AS spend_month, 0 AS denied_month
+    FROM {t["ledger"]} WHERE day = %(today)s
+    UNION ALL
+    {month}
+  ) parts GROUP BY user_id
 ), given AS (
   SELECT user_id,
     SUM(CASE WHEN kind = 'boost' THEN requests ELSE 0 END) AS boost_requests,
@@ -199,6 +213,10 @@ def standing(
     """The page of users (`limit` from `offset`) selected by `filters` and in `sort`
     order, and counts over every user; one query."""
     where, params = _where(filters)
+    month, month_params = ledger_totals.per_user_rows(
+        ledger_totals.cover(first, last, today), MONTH_COLUMNS, "month"
+    )
+    params.update(month_params)
     params.update(
         today=today,
         first=first,
@@ -208,7 +226,7 @@ def standing(
         offset=offset,
     )
     with connection.cursor() as cursor:
-        cursor.execute(_sql(where, _order(sort)), params)
+        cursor.execute(_sql(where, _order(sort), month), params)
         names = [column[0] for column in cursor.description]
         rows = [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
     head = rows[0]
@@ -232,27 +250,46 @@ def standing(
     return out
 
 
+# The sums of the top users over a range.
+LEADER_COLUMNS = {
+    "calls": "requests",
+    "prompt": "prompt_tokens",
+    "completion": "completion_tokens",
+    "spent": "cost",
+    "refused": "denied",
+}
+
+
 def leaders(first: date, last: date, today: date, top: int) -> list[dict[str, Any]]:
-    """The `top` users by spend and the `top` by denied requests in [first, last], in one
-    pass over the ledger: each row says its ranks (`by_spend`, `by_denied`)."""
+    """The `top` users by spend and the `top` by denied requests in [first, last] (with
+    their requests denied today), in one query over the ledger's totals: each row says
+    its ranks (`by_spend`, `by_denied`)."""
     t = _tables()
+    parts, params = ledger_totals.per_user_rows(
+        ledger_totals.cover(first, last, today), LEADER_COLUMNS, "range"
+    )
     sql = f"""
 WITH per_user AS (
-  SELECT user_id, SUM(requests) AS calls, SUM(prompt_tokens) AS prompt,
-    SUM(completion_tokens) AS completion, SUM(cost) AS spent, SUM(denied) AS refused,
-    SUM(CASE WHEN day = %(today)s THEN denied ELSE 0 END) AS today
-  FROM {t["ledger"]} WHERE day >= %(first)s AND day <= %(last)s GROUP BY user_id
+  SELECT user_id, SUM(calls) AS calls, SUM(prompt) AS prompt,
+    SUM(completion) AS completion, SUM(spent) AS spent, SUM(refused) AS refused
+  FROM (
+    {parts}
+  ) parts GROUP BY user_id HAVING SUM(records) > 0
 ), ranked AS (
   SELECT per_user.*,
     ROW_NUMBER() OVER (ORDER BY spent DESC, user_id) AS by_spend,
     ROW_NUMBER() OVER (ORDER BY refused DESC, user_id) AS by_denied
   FROM per_user
+), leaders AS (
+  SELECT * FROM ranked
+  WHERE (by_spend <= %(top)s AND spent > 0) OR (by_denied <= %(top)s AND refused > 0)
 )
-SELECT ranked.*, u.{t["username"]} AS user__username FROM ranked
-JOIN {t["user"]} u ON u.{t["user_pk"]} = ranked.user_id
-WHERE (by_spend <= %(top)s AND spent > 0) OR (by_denied <= %(top)s AND refused > 0)
+SELECT leaders.*, u.{t["username"]} AS user__username,
+  (SELECT COALESCE(SUM(denied), 0) FROM {t["ledger"]} on_day
+    WHERE on_day.user_id = leaders.user_id AND on_day.day = %(denied_day)s) AS today
+FROM leaders JOIN {t["user"]} u ON u.{t["user_pk"]} = leaders.user_id
 """
-    params: dict[str, Any] = {"first": first, "last": last, "today": today, "top": top}
+    params.update(top=top, denied_day=today if first <= today <= last else None)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         names = [column[0] for column in cursor.description]

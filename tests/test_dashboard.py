@@ -412,3 +412,46 @@ def test_the_page_shows_counts_sort_links_and_separate_cards(admin_client, crowd
 def test_bad_query_strings_are_not_errors(admin_client, crowd):
     for query in ("page=-3", "page=abc", "sort=zzz", "tier=x&team=-1", "from=2026-13-01", "q=%25"):
         assert admin_client.get(reverse(DASHBOARD) + "?" + query).status_code == 200
+
+
+def test_the_figures_from_the_ledger_totals_are_the_ledgers(crowd, monkeypatch):
+    from quotas import ledger_totals
+
+    _, users = crowd
+    day = today()[0]
+    UsageRecord.objects.bulk_create(
+        ledger_row(
+            u, 10 * n + back, day=day - timedelta(days=back), cost=f"0.00{n % 7}", denied=n % 3
+        )
+        for n, u in enumerate(users[:40])
+        for back in range(1, 100, 1 + n % 9)
+    )
+
+    def shown_only(row):  # without the ranks, which order the lists and are not shown
+        return {name: value for name, value in row.items() if not name.startswith("by_")}
+
+    def shown(**params):
+        out = figures(**params)
+        return (
+            [(caption, dict(total)) for caption, _, total in out["totals"]],
+            [(c.total, [b.title for b in c.bars]) for c in out["site_charts"]],
+            [shown_only(r) for r in out["top_spenders"]],
+            [shown_only(r) for r in out["denied"]],
+            out["by_model"],
+            [row for row, _, _ in out["rows"]],
+            out["counts"],
+        )
+
+    ranges = [
+        {},
+        {"from": (day - timedelta(days=89)).isoformat()},
+        {
+            "from": (day - timedelta(days=70)).isoformat(),
+            "to": (day - timedelta(days=40)).isoformat(),
+        },
+        {"sort": "-spend_per_month_used", "page": "2"},
+    ]
+    from_totals = [shown(**params) for params in ranges]
+    monkeypatch.setattr(ledger_totals, "kept", lambda: False)
+    assert [shown(**params) for params in ranges] == from_totals
+    assert from_totals[1][2] and from_totals[1][3]  # there are top spenders and denials
