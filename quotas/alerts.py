@@ -26,6 +26,8 @@ from .money import from_micros
 # A settled call whose estimated usage is this many percentage points below a threshold
 # (or past it) reads the counters again to know for sure.
 NEAR_PERCENT = 10
+# A margin past every threshold: `crossings` then lists every one not fired yet.
+EVERY_THRESHOLD = 1_000_000
 
 NOTHING = Usage()
 

@@ -601,9 +601,15 @@ class QuotaService:
             return False
         held = grant.reservation
         delta = Usage(requests=0, tokens=tokens - held.tokens, spend=cost - held.spend)
+        # The decision saw the other calls' reservations, not what they used: a call that
+        # used more than it reserved may have moved the counters past a threshold that no
+        # other call's view shows. Then every threshold not fired yet is read again.
+        margin = alerts.NEAR_PERCENT
+        if delta.tokens > 0 or delta.spend > 0:
+            margin = alerts.EVERY_THRESHOLD
         try:
             found = alerts.crossings(
-                grant.user_id, grant.quota, grant.decision, delta, margin=alerts.NEAR_PERCENT
+                grant.user_id, grant.quota, grant.decision, delta, margin=margin
             )
         except Exception:  # an alert never fails the call it is about
             logger.exception("quotas: alert rules of user %s could not be read", grant.user_id)

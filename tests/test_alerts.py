@@ -116,6 +116,21 @@ def test_40_concurrent_calls_fire_each_crossing_once(real_redis, make_user, cros
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_call_that_used_more_than_it_reserved_fires_the_crossing_it_made(
+    real_redis, make_user
+) -> None:
+    user = make_user(tokens_per_day=250)  # 80%: 200 tokens, two calls of 100
+    with quotas.reserve(user, messages=HELLO, max_tokens=50) as first:
+        # Reserved when only the first was: its decision never sees the second's usage.
+        with quotas.reserve(user, messages=HELLO, max_tokens=50) as second:
+            assert first.reserved_tokens < 100
+            second.settle(prompt_tokens=50, completion_tokens=50)
+        assert fired() == set()  # 100 used and the first's reservation: under 80%
+        first.settle(prompt_tokens=50, completion_tokens=50)  # 200: 80%
+    assert fired() == {(f"u:{user.pk}", "tokens_per_day", 80)}
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_tier_rule_replaces_the_default_thresholds(real_redis, make_user) -> None:
     user = make_user(tokens_per_day=1_000)
     AlertRule.objects.create(tier=user.quota.tier, limit="tokens_per_day", percent=50)

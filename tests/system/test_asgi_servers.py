@@ -74,7 +74,8 @@ def test_the_async_sdk_client_streams_and_is_charged_the_reported_usage(
     assert usage.completion_tokens == count_text_tokens(text, MODEL)
     assert [m.id for m in models.data] == [MODEL]
     assert reply.choices[0].message.content.startswith("[mock]")
-    assert ledger(user) == {
+    # The completion is settled once answered: the client may read the ledger first.
+    assert settled_ledger(user, 2) == {
         "requests": 2,
         "prompt": usage.prompt_tokens + reply.usage.prompt_tokens,
         "completion": usage.completion_tokens + reply.usage.completion_tokens,
