@@ -534,17 +534,17 @@ def _add_to_ledger(table: type[models.Model], key: dict[str, Any], amounts: dict
             if not rows.update(**updates):
                 raise
         return
-    added = tuple(name for name in _AMOUNTS if name in amounts)
+    added = tuple(name for name in LEDGER_AMOUNTS if name in amounts)
     if len(added) != len(amounts):
         unknown = sorted(set(amounts) - set(added))
         raise TypeError(f"{table.__name__} has no amount {unknown}.")
     sql = _upsert_sql(connection, table, tuple(key), added)
     adapt = connection.ops.adapt_decimalfield_value
-    given = {name: amounts.get(name, 0) for name in _AMOUNTS}
+    given = {name: amounts.get(name, 0) for name in LEDGER_AMOUNTS}
     given["cost"] = Decimal(given["cost"])
     # A new row starts from the amounts, none below 0 (a correction that finds no row has
     # nothing to correct); an existing row is moved by them.
-    start = [max(given[name], 0) for name in _AMOUNTS]
+    start = [max(given[name], 0) for name in LEDGER_AMOUNTS]
     moves = [given[name] for name in added]
     for values in (start, moves):
         values[:] = [adapt(v, **MONEY) if isinstance(v, Decimal) else v for v in values]
@@ -560,7 +560,8 @@ def _add_to_ledger(table: type[models.Model], key: dict[str, Any], amounts: dict
 
 # Databases whose `INSERT ... ON CONFLICT (...) DO UPDATE` adds to a ledger row in one step.
 _UPSERT_VENDORS = frozenset({"postgresql", "sqlite"})
-_AMOUNTS = (
+# The ledger's amount columns (summed into its totals too).
+LEDGER_AMOUNTS = (
     "requests",
     "prompt_tokens",
     "completion_tokens",
@@ -589,7 +590,7 @@ def _upsert_sql(
         field = cast("Callable[[str], models.Field[Any, Any]]", meta.get_field)
         name = quote(meta.db_table)
         keys = [quote(field(k.removesuffix("_id")).column) for k in key]
-        columns = [quote(field(c).column) for c in _AMOUNTS]
+        columns = [quote(field(c).column) for c in LEDGER_AMOUNTS]
         sets = [f"{quote(field(c).column)}" for c in added]
         action = "UPDATE SET " + ", ".join(f"{c} = {name}.{c} + %s" for c in sets)
         sql = _upserts[connection.vendor, table.__name__, added] = (

@@ -15,22 +15,20 @@ from quotas import ledger_totals
 from quotas.adjustments import grant_boost, reset_today
 from quotas.ledger import today
 from quotas.ledger_totals import Cover, cover
-from quotas.models import LedgerDayTotal, LedgerMonthTotal, Tier, UsageRecord, UserQuota
+from quotas.models import (
+    LEDGER_AMOUNTS,
+    LedgerDayTotal,
+    LedgerMonthTotal,
+    Tier,
+    UsageRecord,
+    UserQuota,
+)
 from quotas.policy import quota_for_user
 from quotas.services import service
 
 pytestmark = pytest.mark.django_db
 
-AMOUNTS = (
-    "requests",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "reasoning_tokens",
-    "cost",
-    "denied",
-)
-SUMS = {"records": Count("id"), **{name: Sum(name) for name in AMOUNTS}}
+SUMS = {"records": Count("id"), **{name: Sum(name) for name in LEDGER_AMOUNTS}}
 
 
 def make_user(name: str):
@@ -66,14 +64,14 @@ def by_month() -> dict[tuple[int, date], dict]:
 
 def day_totals() -> dict[tuple[date, str], dict]:
     return {
-        (t.day, t.model): {"records": t.records, **{n: getattr(t, n) for n in AMOUNTS}}
+        (t.day, t.model): {"records": t.records, **{n: getattr(t, n) for n in LEDGER_AMOUNTS}}
         for t in LedgerDayTotal.objects.all()
     }
 
 
 def month_totals() -> dict[tuple[int, date], dict]:
     return {
-        (t.user_id, t.month): {"records": t.records, **{n: getattr(t, n) for n in AMOUNTS}}
+        (t.user_id, t.month): {"records": t.records, **{n: getattr(t, n) for n in LEDGER_AMOUNTS}}
         for t in LedgerMonthTotal.objects.all()
     }
 

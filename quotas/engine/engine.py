@@ -119,6 +119,7 @@ def _make_plan(limits: tuple[Limit, ...], track_usage: bool) -> _Plan:
 
 _TOTAL = {"r": 0, "t": 1, "s": 2}
 REPLY_HEAD = 4  # status, denied, retry after, now: then 10 values per subject
+WINDOW_ARGS = slice(9, 13)  # reserve.lua's ARGV[10..13]: the day's and the month's bounds
 
 
 def _states(
@@ -452,8 +453,9 @@ class EngineLayout:
                     for missing, window in ((values[4 + 2 * j], day), (values[5 + 2 * j], month)):
                         if missing:
                             yield ("seed", each, window, now_us)
-            args = [*ask.args[:9], day.start_us, day.end_us, month.start_us, month.end_us]
-            reply = yield ("reserve", ask.keys, [*args, *ask.args[13:]])
+            args = list(ask.args)
+            args[WINDOW_ARGS] = (day.start_us, day.end_us, month.start_us, month.end_us)
+            reply = yield ("reserve", ask.keys, args)
         # A window seeded over and over vanished each time.
         raise RuntimeError(f"Window counters for {ask.subject!r} could not be seeded.")
 
@@ -477,7 +479,7 @@ class _Ask(NamedTuple):
     def decision(
         self, values: list[int], held_ms: int | None, day: Window, month: Window
     ) -> Decision:
-        requests, tokens, spend = self.args[1], self.args[2], self.args[3]
+        requests, tokens, spend = self.args[1:4]  # reserve.lua's ARGV[2..4]
         return _decision(
             self.policy,
             self.plan,
