@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any
 import openai
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.signals import request_finished, request_started
 from django.db.models import Sum
 from rest_framework.test import APIClient
 
@@ -82,7 +84,35 @@ def make_caller(catalogue: dict[str, AIModel]) -> Callable[..., Caller]:
 
 
 @pytest.fixture
-def sdk(live_server: Any) -> Iterator[Callable[[Caller], openai.OpenAI]]:
+def settled_server(live_server: Any) -> Iterator[Any]:
+    """The live server, whose requests have all finished when the test ends.
+
+    A completion is settled when the server closes its response, after the client has the
+    answer; a settlement still writing the ledger while the test's database is flushed can
+    deadlock with the flush (the ledger's triggers lock its totals too). Django sends
+    `request_finished` once the response is closed, settlement included."""
+    lock, running = threading.Lock(), [0]
+
+    def started(**_: Any) -> None:
+        with lock:
+            running[0] += 1
+
+    def finished(**_: Any) -> None:
+        with lock:
+            running[0] -= 1
+
+    request_started.connect(started, weak=False)
+    request_finished.connect(finished, weak=False)
+    yield live_server
+    deadline = time.monotonic() + 10
+    while running[0] > 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    request_started.disconnect(started)
+    request_finished.disconnect(finished)
+
+
+@pytest.fixture
+def sdk(settled_server: Any) -> Iterator[Callable[[Caller], openai.OpenAI]]:
     """sdk(caller): the official openai SDK against the live server, with the caller's key.
 
     Retries are off so that a 429 reaches the test; the clients are closed at the end, so
@@ -92,7 +122,7 @@ def sdk(live_server: Any) -> Iterator[Callable[[Caller], openai.OpenAI]]:
 
     def make(caller: Caller) -> openai.OpenAI:
         client = openai.OpenAI(
-            api_key=caller.key, base_url=f"{live_server.url}/v1", max_retries=0, timeout=20
+            api_key=caller.key, base_url=f"{settled_server.url}/v1", max_retries=0, timeout=20
         )
         clients.append(client)
         return client

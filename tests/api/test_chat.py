@@ -119,13 +119,13 @@ def test_sdk_insufficient_quota_when_the_day_budget_is_used_up(make_caller, sdk,
 
 
 @pytest.fixture
-def retrying_sdk(live_server):
+def retrying_sdk(settled_server):
     """The official SDK as most callers run it: it retries what it deems retryable."""
     clients: list[openai.OpenAI] = []
 
     def make(caller) -> openai.OpenAI:
         client = openai.OpenAI(
-            base_url=f"{live_server.url}/v1", api_key=caller.key, max_retries=2, timeout=20
+            base_url=f"{settled_server.url}/v1", api_key=caller.key, max_retries=2, timeout=20
         )
         clients.append(client)
         return client

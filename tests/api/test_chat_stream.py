@@ -66,8 +66,8 @@ def text_of(chunks: list[dict[str, Any]]) -> str:
 
 
 @pytest.fixture
-def raw(live_server) -> Any:
-    return lambda caller: Raw(live_server.url, caller)
+def raw(settled_server) -> Any:
+    return lambda caller: Raw(settled_server.url, caller)
 
 
 def test_sdk_stream_ends_with_the_usage_chunk_and_settles_to_it(make_caller, sdk, mock) -> None:

@@ -15,10 +15,10 @@ live = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def provider(live_server, make_caller):
+def provider(settled_server, make_caller):
     """Client settings pointing at the live server, with a key of an unlimited account."""
     account = make_caller("provider", allowed=())
-    return {"base_url": f"{live_server.url}/v1", "api_key": account.key, "timeout": 20}
+    return {"base_url": f"{settled_server.url}/v1", "api_key": account.key, "timeout": 20}
 
 
 @live

@@ -29,11 +29,11 @@ def snippets(section: str) -> list[str]:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_own_code_snippets_run_as_written(live_server, make_caller, monkeypatch, mock) -> None:
+def test_own_code_snippets_run_as_written(settled_server, make_caller, monkeypatch, mock) -> None:
     account = make_caller("provider", allowed=())
     upstream.client()  # the live server's own provider stays the in-process mock
     monkeypatch.setenv("OPENAI_API_KEY", account.key)
-    monkeypatch.setenv("OPENAI_BASE_URL", f"{live_server.url}/v1")
+    monkeypatch.setenv("OPENAI_BASE_URL", f"{settled_server.url}/v1")
     caller = make_caller(requests_per_day=6, tokens_per_day=100_000)
     namespace: dict = {}
     blocks = snippets("Using quotas from your own code")
@@ -57,14 +57,14 @@ def test_own_code_snippets_run_as_written(live_server, make_caller, monkeypatch,
 
 @pytest.mark.django_db(transaction=True)
 def test_quick_start_honours_port_and_prints_no_none(
-    live_server, make_caller, monkeypatch, tmp_path, capsys
+    settled_server, make_caller, monkeypatch, tmp_path, capsys
 ) -> None:
     embedding = AIModel.objects.create(name="text-embedding-3-small")
     caller = make_caller()
     Tier.objects.get(slug="tier-ada").allowed_models.add(embedding)
     (tmp_path / ".demo-api-key").write_text(caller.key + "\n")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PORT", str(live_server.thread.port))
+    monkeypatch.setenv("PORT", str(settled_server.thread.port))
     [block] = snippets("The two commands")
     exec(compile(block, str(README), "exec"), {})
     printed = capsys.readouterr().out

@@ -19,8 +19,8 @@ live = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def raw(live_server):
-    return lambda caller: Raw(live_server.url, caller)
+def raw(settled_server):
+    return lambda caller: Raw(settled_server.url, caller)
 
 
 def server_events(response):

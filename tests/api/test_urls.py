@@ -35,9 +35,9 @@ def test_sdk_gets_a_json_404_for_an_unknown_path(make_caller, sdk, mock) -> None
     ],
 )
 def test_any_other_path_and_method_is_a_json_404(
-    make_caller, live_server, mock, method, path
+    make_caller, settled_server, mock, method, path
 ) -> None:
-    response = Raw(live_server.url, make_caller()).open(method, path, {"input": "hi"})
+    response = Raw(settled_server.url, make_caller()).open(method, path, {"input": "hi"})
 
     assert response.status == 404
     assert response.getheader("Content-Type") == "application/json"
